@@ -1,0 +1,305 @@
+"""COCO dataset JSON -> YOLO dataset (images, labels, data.yaml), with cleaning and a split.
+
+``python -m coco2yolo JSON --out DIR [--images ROOT] [--clean] [--folds K --fold I | --val-fraction F] [--seed S]``
+
+Writes, atomically (built beside DIR, then swapped in):
+
+- ``images/{train,val}/<file_name>``  symlinks to the originals (``--copy`` to copy)
+- ``labels/{train,val}/<file_name>.txt``  ``class xc yc w h`` normalised; an empty file for an
+  image without boxes
+- ``data.yaml`` (absolute ``path``, ``names`` in class order), ``categories.json`` (class index
+  <-> original category_id <-> name)
+- ``train.json`` / ``val.json``: the split as COCO (original ids, crowd boxes kept for scoring),
+  ``split.json`` (fold of every image), ``report.json`` (conversion, cleaning, split)
+- with ``--clean``: ``cleaned.json``, the whole cleaned COCO dataset for other tools
+
+A JSON without annotations (like ``test.json``) gives ``images.txt``, an image list for prediction.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import numpy as np
+import yaml
+
+from . import cli
+from .boxes import xywh_to_yolo
+from .clean import RULES, CleanConfig, clean_dataset, summary_line
+from .cocodata import CategoryMap, load_dataset, out_of_image
+from .errors import UserError
+from .fileio import atomic_dir, write_json, write_text
+from .split import assign_folds, class_count_matrix, split_shares, split_table
+
+MARKER = ".coco2yolo"
+# Ultralytics' IMG_FORMATS: other suffixes are skipped by its loader without a word.
+IMG_SUFFIXES = {".bmp", ".dng", ".jpeg", ".jpg", ".mpo", ".png", ".tif", ".tiff", ".webp", ".pfm",
+                ".heic"}
+
+
+@dataclass
+class ConvertOptions:
+    """Everything the converter needs besides the input and output paths."""
+
+    images_root: Path | None = None
+    clean: CleanConfig | None = None
+    folds: int | None = None
+    fold: int | None = None
+    val_fraction: float | None = 0.2
+    seed: int = 0
+    copy: bool = False
+    crowd: str = "drop"
+
+
+@dataclass
+class ConvertResult:
+    out: Path
+    images: dict[str, int] = field(default_factory=dict)
+    boxes: dict[str, int] = field(default_factory=dict)
+    report: dict[str, Any] = field(default_factory=dict)
+    split_text: str = ""
+    max_share_deviation_pp: float = 0.0
+
+
+def yolo_label_lines(anns: list[dict[str, Any]], cmap: CategoryMap, resolution_wh: tuple[float, float]
+                     ) -> list[str]:
+    """YOLO label lines for one image's annotations (zero-area boxes and exact repeats dropped)."""
+    if not anns:
+        return []
+    boxes = xywh_to_yolo([a["bbox"] for a in anns], resolution_wh)
+    rows = []
+    for a, (xc, yc, w, h) in zip(anns, boxes.tolist()):
+        if w <= 0 or h <= 0:
+            continue
+        row = (cmap.class_of(a["category_id"]), min(max(xc, 0.0), 1.0), min(max(yc, 0.0), 1.0),
+               min(w, 1.0), min(h, 1.0))
+        rows.append("%g %g %g %g %g" % row)
+    return list(dict.fromkeys(rows))
+
+
+def dataset_relpath(file_name: str, image_id: int) -> PurePosixPath:
+    """Where an image goes under images/<split>/: its file_name, made safe for Ultralytics.
+
+    Ultralytics finds a label by replacing the last '/images/' of the image path with
+    '/labels/', so no component of the relative path may be called 'images'.
+    """
+    p = PurePosixPath(file_name.replace("\\", "/"))
+    if p.is_absolute() or ".." in p.parts:
+        return PurePosixPath(f"img{image_id}_{p.name}")
+    return PurePosixPath(*[f"{part}_" if part == "images" else part for part in p.parts])
+
+
+def _check_images(images: list[dict[str, Any]], root: Path, source: str) -> None:
+    bad_suffix = [im["file_name"] for im in images
+                  if PurePosixPath(im["file_name"]).suffix.lower() not in IMG_SUFFIXES]
+    if bad_suffix:
+        raise UserError(f"{source}: {len(bad_suffix)} file_name(s) are not images Ultralytics reads "
+                        f"(first: {bad_suffix[0]}); allowed suffixes: {' '.join(sorted(IMG_SUFFIXES))}")
+    missing = [im["file_name"] for im in images if not (root / im["file_name"]).is_file()]
+    if missing:
+        raise UserError(f"{source}: {len(missing)} of {len(images)} images are missing under {root} "
+                        f"(first: {', '.join(missing[:5])}); pass --images ROOT, the folder that "
+                        "file_name is relative to")
+
+
+def _check_bounds(data: dict[str, Any], source: str) -> None:
+    images = {im["id"]: im for im in data["images"]}
+    for i, a in enumerate(data["annotations"]):
+        im = images[a["image_id"]]
+        if out_of_image(a["bbox"], (im["width"], im["height"])):
+            raise UserError(f"{source}: annotations[{i}] (id {a['id']}): bbox {a['bbox']} extends "
+                            f"outside its {im['width']}x{im['height']} image {im['file_name']}; "
+                            "use --clean to clip such boxes (they are counted in the report)")
+
+
+def _subset(data: dict[str, Any], ids: set[int]) -> dict[str, Any]:
+    out = {k: v for k, v in data.items() if k not in ("images", "annotations")}
+    out["images"] = [im for im in data["images"] if im["id"] in ids]
+    out["annotations"] = [a for a in data["annotations"] if a["image_id"] in ids]
+    return out
+
+
+def _write_image_list(data: dict[str, Any], json_path: Path, out: Path, root: Path) -> ConvertResult:
+    images = sorted(data["images"], key=lambda im: im["id"])
+    _check_images(images, root, str(json_path))
+    with atomic_dir(out, MARKER) as tmp:
+        (tmp / "images.txt").write_text(
+            "".join(f"{(root / im['file_name']).absolute()}\n" for im in images), encoding="utf-8")
+        if data.get("categories"):
+            CategoryMap(data["categories"], str(json_path)).save(tmp / "categories.json")
+    return ConvertResult(out=out, images={"list": len(images)})
+
+
+def convert(json_path: str | os.PathLike, out: str | os.PathLike, opts: ConvertOptions) -> ConvertResult:
+    """Convert one COCO dataset JSON into a YOLO dataset folder at ``out`` (see module doc)."""
+    json_path, out = Path(json_path), Path(out).absolute()
+    root = Path(opts.images_root) if opts.images_root else json_path.parent
+    if not root.is_dir():
+        raise UserError(f"--images {root} is not a folder")
+    data = load_dataset(json_path)
+    if not data["annotations"]:
+        if opts.clean or opts.folds:
+            raise UserError(f"{json_path} has no annotations: --clean and --folds need ground truth "
+                            "(without them it is written as an image list for prediction)")
+        return _write_image_list(data, json_path, out, root)
+    cmap = CategoryMap(data["categories"], str(json_path))
+    shares, val_fold = split_shares(opts.folds, opts.fold, None if opts.folds else opts.val_fraction)
+    if opts.crowd not in ("drop", "keep"):
+        raise UserError(f"--crowd must be drop or keep, got {opts.crowd!r}")
+    result = ConvertResult(out=out)
+    if opts.clean is not None:
+        if not opts.clean.clip:
+            _check_bounds(data, str(json_path))
+        data, clean_report = clean_dataset(data, cmap, opts.clean)
+        result.report["cleaning"] = clean_report
+    else:
+        _check_bounds(data, str(json_path))
+    _check_images(data["images"], root, str(json_path))
+
+    image_ids, counts = class_count_matrix(data, cmap)
+    fold = assign_folds(counts, shares, opts.seed)
+    result.split_text, result.max_share_deviation_pp = split_table(counts, fold, cmap.names)
+    split_of = {iid: ("val" if f == val_fold else "train") for iid, f in zip(image_ids, fold.tolist())}
+
+    anns_of: dict[int, list[dict[str, Any]]] = {iid: [] for iid in image_ids}
+    crowd = 0
+    for a in data["annotations"]:
+        if a["iscrowd"] and opts.crowd == "drop":
+            crowd += 1
+            continue
+        anns_of[a["image_id"]].append(a)
+
+    with atomic_dir(out, MARKER) as tmp:
+        result.images, result.boxes = _write_yolo_files(tmp, data, anns_of, split_of, cmap, root, opts)
+        _write_yaml(tmp / "data.yaml", out, cmap, json_path)
+        cmap.save(tmp / "categories.json")
+        for name in ("train", "val"):
+            ids = {i for i, s in split_of.items() if s == name}
+            write_json(tmp / f"{name}.json", _subset(data, ids))
+        write_json(tmp / "split.json", {
+            "source": str(json_path.absolute()), "seed": opts.seed, "shares": shares,
+            "val_fold": val_fold, "folds": opts.folds, "val_fraction": None if opts.folds else opts.val_fraction,
+            "fold_of_image": {str(i): f for i, f in zip(image_ids, fold.tolist())}})
+        if opts.clean is not None:
+            write_json(tmp / "cleaned.json", data)
+        result.report["conversion"] = {
+            "source": str(json_path.absolute()), "images_root": str(root.absolute()),
+            "images": result.images, "label_lines": result.boxes,
+            "crowd": {"policy": opts.crowd, "count": crowd if opts.crowd == "drop" else 0},
+            "empty_images": sum(1 for v in anns_of.values() if not v)}
+        result.report["split"] = {"max_share_deviation_pp": result.max_share_deviation_pp,
+                                  "table": result.split_text.splitlines()}
+        write_json(tmp / "report.json", result.report, indent=2)
+    return result
+
+
+def _write_yolo_files(tmp: Path, data: dict[str, Any], anns_of: dict[int, list[dict[str, Any]]],
+                      split_of: dict[int, str], cmap: CategoryMap, root: Path, opts: ConvertOptions
+                      ) -> tuple[dict[str, int], dict[str, int]]:
+    n_images: Counter[str] = Counter()
+    n_lines: Counter[str] = Counter()
+    used: set[str] = set()
+    for im in sorted(data["images"], key=lambda im: im["id"]):
+        split = split_of[im["id"]]
+        rel = dataset_relpath(im["file_name"], im["id"])
+        if str(rel.with_suffix("")).lower() in used:  # a.jpg and a.png would share a label file
+            rel = rel.with_name(f"{rel.stem}__id{im['id']}{rel.suffix}")
+        used.add(str(rel.with_suffix("")).lower())
+        dst = tmp / "images" / split / rel
+        lbl = (tmp / "labels" / split / rel).with_suffix(".txt")
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        lbl.parent.mkdir(parents=True, exist_ok=True)
+        src = (root / im["file_name"]).absolute()
+        if opts.copy:
+            shutil.copy2(src, dst)
+        else:
+            os.symlink(src, dst)
+        lines = yolo_label_lines(anns_of[im["id"]], cmap, (im["width"], im["height"]))
+        lbl.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
+        n_images[split] += 1
+        n_lines[split] += len(lines)
+    return dict(n_images), dict(n_lines)
+
+
+def _write_yaml(path: Path, out: Path, cmap: CategoryMap, source: Path) -> None:
+    body = yaml.safe_dump({"path": str(out), "train": "images/train", "val": "images/val",
+                           "nc": len(cmap), "names": dict(enumerate(cmap.names))},
+                          sort_keys=False, allow_unicode=True)
+    write_text(path, f"# written by coco2yolo from {source.absolute()}\n"
+                     "# class index -> original category_id: see categories.json\n" + body)
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = cli.ArgumentParser(prog="python -m coco2yolo",
+                           description="Convert a COCO dataset JSON into a cleaned, split YOLO dataset.")
+    p.add_argument("json", type=Path, help="COCO dataset JSON (train.json, or test.json for an image list)")
+    p.add_argument("--out", type=Path, required=True, help="output folder (replaced if it exists)")
+    p.add_argument("--images", type=Path, default=None,
+                   help="folder that file_name is relative to (default: the JSON's folder)")
+    p.add_argument("--copy", action="store_true", help="copy images instead of symlinking them")
+    p.add_argument("--crowd", choices=("drop", "keep"), default="drop",
+                   help="iscrowd=1 boxes: drop from YOLO labels (default; they stay in train/val.json "
+                        "where scoring ignores them) or keep as ordinary boxes")
+    s = p.add_argument_group("split (stratified by class, grouped by image)")
+    s.add_argument("--folds", type=int, default=None, help="number of folds K")
+    s.add_argument("--fold", type=int, default=None, help="validation fold I in 0..K-1")
+    s.add_argument("--val-fraction", type=float, default=None,
+                   help="single split with this share of images in val (default 0.2 without --folds)")
+    s.add_argument("--seed", type=int, default=0, help="split seed (default 0)")
+    c = p.add_argument_group("cleaning (with --clean; rules: " + ", ".join(RULES) + ")")
+    d = CleanConfig()
+    c.add_argument("--clean", action="store_true", help="apply the cleaning rules and report them")
+    c.add_argument("--disable", nargs="+", choices=RULES, default=[], metavar="RULE",
+                   help=f"turn rules off: {', '.join(RULES)}")
+    c.add_argument("--min-wh", type=float, default=d.min_wh, help=f"min box width and height, px ({d.min_wh:g})")
+    c.add_argument("--min-area", type=float, default=d.min_area, help=f"min box area, px^2 ({d.min_area:g})")
+    c.add_argument("--dup-iou", type=float, default=d.dup_iou,
+                   help=f"same-class IoU at which a box is a duplicate ({d.dup_iou:g})")
+    c.add_argument("--max-aspect", type=float, default=d.max_aspect,
+                   help=f"flag boxes with a longer/shorter side ratio above this ({d.max_aspect:g})")
+    c.add_argument("--drop-aspect", action="store_true", help="drop the flagged extreme-aspect boxes")
+    c.add_argument("--max-cover", type=float, default=d.max_cover,
+                   help=f"flag boxes covering at least this share of the image ({d.max_cover:g})")
+    c.add_argument("--drop-large", action="store_true", help="drop the flagged large boxes")
+    return p
+
+
+def options_from_args(args: argparse.Namespace) -> ConvertOptions:
+    if args.folds is not None and args.val_fraction is not None:
+        raise UserError("use either --folds K --fold I or --val-fraction F, not both")
+    if not 0 < args.dup_iou <= 1 or not 0 < args.max_cover <= 1:
+        raise UserError(f"--dup-iou and --max-cover must be in (0, 1], got {args.dup_iou}, {args.max_cover}")
+    clean = None
+    if args.clean:
+        clean = CleanConfig(min_wh=args.min_wh, min_area=args.min_area, dup_iou=args.dup_iou,
+                            max_aspect=args.max_aspect, drop_aspect=args.drop_aspect,
+                            max_cover=args.max_cover, drop_large=args.drop_large,
+                            **{r: r not in args.disable for r in RULES})
+    elif args.disable:
+        raise UserError("--disable only applies with --clean")
+    return ConvertOptions(images_root=args.images, clean=clean, folds=args.folds, fold=args.fold,
+                          val_fraction=0.2 if args.val_fraction is None else args.val_fraction,
+                          seed=args.seed, copy=args.copy, crowd=args.crowd)
+
+
+def main(args: argparse.Namespace) -> int:
+    res = convert(args.json, args.out, options_from_args(args))
+    if "list" in res.images:
+        print(f"{args.json} has no annotations: wrote an image list of {res.images['list']} images "
+              f"for prediction to {res.out / 'images.txt'}")
+        return 0
+    if "cleaning" in res.report:
+        print(summary_line(res.report["cleaning"]))
+    conv = res.report["conversion"]
+    print(res.split_text)
+    print(f"converted {sum(res.images.values())} images ({res.images.get('train', 0)} train, "
+          f"{res.images.get('val', 0)} val; {conv['empty_images']} without boxes), "
+          f"{sum(res.boxes.values())} label lines; crowd boxes: {conv['crowd']['count']} dropped"
+          f" -> {res.out}/data.yaml")
+    return 0

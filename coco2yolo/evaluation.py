@@ -1,0 +1,387 @@
+"""Scoring: COCO mAP50 (headline), mAP50:95, per-class AP50, and bootstrap intervals over images.
+
+Point estimates come from COCOeval (faster-coco-eval by default, pycocotools on request; they
+agree to 1e-9, see the tests). Ground-truth annotation ids are renumbered 1..N first: both
+libraries store matches by id and treat id 0 as "unmatched", which silently turns a correct
+detection of the annotation with id 0 into a false positive.
+
+Intervals come from a port of COCOeval's greedy matching at IoU 0.5 (same sort orders, same
+crowd and ignore rules; its full-data mAP50 equals COCOeval's) run once, then re-accumulated for
+each bootstrap resample of images with per-image weights.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numba import njit
+
+from .cocodata import CategoryMap
+from .errors import UserError
+from .results import Detections
+
+REC_THRS = np.linspace(0.0, 1.0, 101)
+AREA_ALL = (0.0, 1e5**2)
+
+
+def prepare_gt(data: dict[str, Any]) -> dict[str, Any]:
+    """Ground truth ready for COCOeval: annotation ids 1..N (file order), iscrowd and area set."""
+    anns = []
+    for i, a in enumerate(data.get("annotations", [])):
+        b = dict(a)
+        b["id"] = i + 1
+        b.setdefault("iscrowd", 0)
+        b.setdefault("area", float(a["bbox"][2] * a["bbox"][3]))
+        anns.append(b)
+    return {"images": [{"id": im["id"], **{k: im[k] for k in ("width", "height", "file_name") if k in im}}
+                       for im in data["images"]],
+            "categories": data["categories"], "annotations": anns}
+
+
+def _records(dets: Detections) -> list[dict[str, Any]]:
+    """Full-precision records for COCOeval's loadRes (no rounding, so numbers match exactly)."""
+    return [{"image_id": i, "category_id": c, "bbox": b, "score": s}
+            for i, c, b, s in zip(dets.image_id.tolist(), dets.category_id.tolist(),
+                                  dets.xywh.tolist(), dets.score.tolist())]
+
+
+def cocoeval_precision(gt: dict[str, Any], dets: Detections, max_dets: int = 100,
+                       backend: str = "faster") -> np.ndarray | None:
+    """COCOeval's accumulated precision array [T, R, K, A, M] (None when there are no detections)."""
+    if len(dets) == 0:
+        return None
+    if backend == "faster":
+        from faster_coco_eval import COCO, COCOeval_faster
+
+        coco_gt = COCO(gt, print_function=lambda *a, **k: None)
+        coco_dt = coco_gt.loadRes(_records(dets))
+        ev = COCOeval_faster(coco_gt, coco_dt, "bbox", print_function=lambda *a, **k: None)
+    elif backend == "pycocotools":
+        from pycocotools.coco import COCO
+        from pycocotools.cocoeval import COCOeval
+
+        with contextlib.redirect_stdout(io.StringIO()):
+            coco_gt = COCO()
+            coco_gt.dataset = gt
+            coco_gt.createIndex()
+            coco_dt = coco_gt.loadRes(_records(dets))
+            ev = COCOeval(coco_gt, coco_dt, "bbox")
+    else:
+        raise UserError(f"unknown backend {backend!r}; allowed: faster, pycocotools")
+    ev.params.maxDets = [1, 10, max_dets]
+    with contextlib.redirect_stdout(io.StringIO()):
+        ev.evaluate()
+        ev.accumulate()
+    return np.asarray(ev.eval["precision"])
+
+
+def _mean_valid(s: np.ndarray) -> float:
+    v = s[s > -1]
+    return float(np.mean(v)) if v.size else float("nan")
+
+
+# --- IoU-0.5 matching, ported from pycocotools' evaluateImg -------------------------------------
+
+@njit(cache=True)
+def _bb_iou(d: np.ndarray, g: np.ndarray, crowd: bool) -> float:
+    """pycocotools' bbIou for one COCO xywh pair (crowd: intersection over the detection's area)."""
+    w = min(d[2] + d[0], g[2] + g[0]) - max(d[0], g[0])
+    if w <= 0:
+        return 0.0
+    h = min(d[3] + d[1], g[3] + g[1]) - max(d[1], g[1])
+    if h <= 0:
+        return 0.0
+    i = w * h
+    da = d[2] * d[3]
+    u = da if crowd else da + g[2] * g[3] - i
+    return i / u
+
+
+@njit(cache=True)
+def _match_groups(g_off, g_box, g_crowd, g_ig, d_off, d_box, thr, max_det, d_matched, d_ig, d_kept):
+    """Greedy matching per (image, category) group; fills matched/ignored/kept flags per detection."""
+    thr = min(thr, 1 - 1e-10)
+    for grp in range(len(g_off) - 1):
+        gs, ge = g_off[grp], g_off[grp + 1]
+        ds, de = d_off[grp], min(d_off[grp + 1], d_off[grp] + max_det)
+        gtm = np.zeros(ge - gs, dtype=np.bool_)
+        for d in range(ds, de):
+            d_kept[d] = True
+            best = thr
+            m = -1
+            for g in range(ge - gs):
+                gi = gs + g
+                if gtm[g] and not g_crowd[gi]:
+                    continue
+                if m > -1 and not g_ig[gs + m] and g_ig[gi]:
+                    break
+                iou = _bb_iou(d_box[d], g_box[gi], g_crowd[gi])
+                if iou < best:
+                    continue
+                best = iou
+                m = g
+            if m == -1:
+                area = d_box[d, 2] * d_box[d, 3]
+                d_ig[d] = area < 0.0 or area > 1e10
+                continue
+            d_ig[d] = g_ig[gs + m]
+            d_matched[d] = True
+            gtm[m] = True
+
+
+@dataclass
+class Matches:
+    """Per-class detections at IoU 0.5 in COCOeval's accumulate order, for fast re-accumulation."""
+
+    n_images: int
+    npig: np.ndarray                          # (C, n_images) non-ignored GT per class and image
+    det_img: list[np.ndarray] = field(default_factory=list)  # per class: image index per detection
+    det_tp: list[np.ndarray] = field(default_factory=list)
+    det_fp: list[np.ndarray] = field(default_factory=list)
+
+
+def match_iou50(gt: dict[str, Any], dets: Detections, cat_ids: list[int], max_dets: int = 100) -> Matches:
+    """Run COCOeval's matching at IoU 0.5, area 'all', ``max_dets`` per image and class."""
+    img_ids = sorted({im["id"] for im in gt["images"]})
+    img_row = {iid: i for i, iid in enumerate(img_ids)}
+    cat_row = {cid: k for k, cid in enumerate(cat_ids)}
+    n_img, n_cat = len(img_ids), len(cat_ids)
+    anns = gt["annotations"]
+    g_img = np.array([img_row[a["image_id"]] for a in anns], np.int64)
+    g_cat = np.array([cat_row[a["category_id"]] for a in anns], np.int64)
+    g_crowd = np.array([bool(a["iscrowd"]) for a in anns], np.bool_)
+    g_area = np.array([a["area"] for a in anns], np.float64)
+    g_ig = g_crowd | (g_area < AREA_ALL[0]) | (g_area > AREA_ALL[1])
+    g_box = np.array([a["bbox"] for a in anns], np.float64).reshape(-1, 4)
+    g_order = np.lexsort((np.arange(len(anns)), g_ig, g_cat, g_img))
+    d_img = np.array([img_row.get(i, -1) for i in dets.image_id.tolist()], np.int64)
+    d_cat = np.array([cat_row.get(c, -1) for c in dets.category_id.tolist()], np.int64)
+    valid = (d_img >= 0) & (d_cat >= 0)
+    idx = np.flatnonzero(valid)
+    d_order = idx[np.lexsort((idx, -dets.score[idx], d_cat[idx], d_img[idx]))]
+    n_groups = n_img * n_cat
+    g_key = (g_img * n_cat + g_cat)[g_order]
+    d_key = (d_img * n_cat + d_cat)[d_order]
+    g_off = np.searchsorted(g_key, np.arange(n_groups + 1))
+    d_off = np.searchsorted(d_key, np.arange(n_groups + 1))
+    nd = len(d_order)
+    matched, ignored, kept = np.zeros(nd, np.bool_), np.zeros(nd, np.bool_), np.zeros(nd, np.bool_)
+    _match_groups(g_off, np.ascontiguousarray(g_box[g_order]), g_crowd[g_order], g_ig[g_order],
+                  d_off, np.ascontiguousarray(dets.xywh[d_order]), 0.5, max_dets, matched, ignored, kept)
+    npig = np.zeros((n_cat, n_img), np.int64)
+    np.add.at(npig, (g_cat[~g_ig], g_img[~g_ig]), 1)
+    out = Matches(n_images=n_img, npig=npig)
+    s_img, s_cat, s_score = d_img[d_order], d_cat[d_order], dets.score[d_order]
+    for k in range(n_cat):
+        sel = np.flatnonzero((s_cat == k) & kept)
+        order = sel[np.argsort(-s_score[sel], kind="mergesort")]
+        out.det_img.append(s_img[order])
+        out.det_tp.append(matched[order] & ~ignored[order])
+        out.det_fp.append(~matched[order] & ~ignored[order])
+    return out
+
+
+def ap_from_matches(m: Matches, weights: np.ndarray | None = None) -> np.ndarray:
+    """AP50 per class, (C,) or (B, C) for a (B, n_images) matrix of image weights; NaN without GT."""
+    w = np.ones((1, m.n_images)) if weights is None else np.atleast_2d(weights).astype(np.float64)
+    n_b, n_cat = w.shape[0], len(m.det_img)
+    ap = np.full((n_b, n_cat), np.nan)
+    for k in range(n_cat):
+        npig = w @ m.npig[k]
+        has = npig > 0
+        if not has.any():
+            continue
+        if len(m.det_img[k]) == 0:
+            ap[has, k] = 0.0
+            continue
+        wd = w[:, m.det_img[k]]
+        tp = np.cumsum(wd * m.det_tp[k], axis=1)
+        fp = np.cumsum(wd * m.det_fp[k], axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            rc = tp / npig[:, None]
+        pr = tp / (fp + tp + np.spacing(1))
+        pr = np.maximum.accumulate(pr[:, ::-1], axis=1)[:, ::-1]
+        for b in np.flatnonzero(has):
+            inds = np.searchsorted(rc[b], REC_THRS, side="left")
+            q = np.where(inds < pr.shape[1], pr[b, np.minimum(inds, pr.shape[1] - 1)], 0.0)
+            ap[b, k] = q.mean()
+    return ap if weights is not None else ap[0]
+
+
+def nanmean_rows(ap: np.ndarray) -> np.ndarray:
+    """Mean over classes with ground truth (COCOeval skips classes without any)."""
+    with np.errstate(invalid="ignore"), contextlib.suppress(RuntimeWarning):
+        cnt = (~np.isnan(ap)).sum(axis=-1)
+        return np.where(cnt > 0, np.nansum(ap, axis=-1) / np.maximum(cnt, 1), np.nan)
+
+
+def bootstrap_weights(n_images: int, n_boot: int, seed: int) -> np.ndarray:
+    """(n_boot, n_images) counts of each image in a resample with replacement (seeded, local RNG)."""
+    rng = np.random.default_rng(seed)
+    return rng.multinomial(n_images, np.full(n_images, 1.0 / n_images), size=n_boot).astype(np.float64)
+
+
+def bootstrap_map50(m: Matches, weights: np.ndarray, chunk: int = 100) -> np.ndarray:
+    """mAP50 for each row of ``weights``."""
+    return np.concatenate([nanmean_rows(ap_from_matches(m, weights[i:i + chunk]))
+                           for i in range(0, len(weights), chunk)])
+
+
+def interval(samples: np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    s = samples[~np.isnan(samples)]
+    if not s.size:
+        return float("nan"), float("nan")
+    lo, hi = np.percentile(s, [(1 - level) / 2 * 100, (1 + level) / 2 * 100])
+    return float(lo), float(hi)
+
+
+@dataclass
+class Scores:
+    """Metrics for one results file."""
+
+    map50: float
+    map50_95: float
+    ap50: dict[int, float]            # category_id -> AP50 (NaN: no ground truth)
+    precision: np.ndarray | None      # COCOeval precision [T, R, K, A, M], for PR curves
+    matches: Matches | None = None
+    ci95: tuple[float, float] | None = None
+    boot: np.ndarray | None = None
+
+    def to_json(self, cmap: CategoryMap) -> dict[str, Any]:
+        def num(x: float) -> float | None:
+            return None if x is None or np.isnan(x) else round(float(x), 6)
+
+        return {"mAP50": num(self.map50), "mAP50_95": num(self.map50_95),
+                "mAP50_ci95": [num(v) for v in self.ci95] if self.ci95 else None,
+                "per_class_AP50": [{"category_id": c, "name": cmap.name_of(c), "AP50": num(v)}
+                                   for c, v in self.ap50.items()]}
+
+
+def score(gt: dict[str, Any], dets: Detections, cmap: CategoryMap, max_dets: int = 100,
+          backend: str = "faster", with_matches: bool = True) -> Scores:
+    """Score one set of detections against prepared ground truth (see :func:`prepare_gt`)."""
+    prec = cocoeval_precision(gt, dets, max_dets, backend)
+    cats = cmap.ids
+    gt_cats = {a["category_id"] for a in gt["annotations"] if not a["iscrowd"]}
+    if prec is None:  # no detections at all: COCOeval cannot run; every class with GT scores 0
+        ap50 = {c: (0.0 if c in gt_cats else float("nan")) for c in cats}
+        vals = [v for v in ap50.values() if not np.isnan(v)]
+        m50 = float(np.mean(vals)) if vals else float("nan")
+        s = Scores(m50, m50, ap50, None)
+    else:
+        ap50 = {c: _mean_valid(prec[0, :, k, 0, -1]) for k, c in enumerate(cats)}
+        s = Scores(_mean_valid(prec[0, :, :, 0, -1]), _mean_valid(prec[:, :, :, 0, -1]), ap50, prec)
+    if with_matches:
+        s.matches = match_iou50(gt, dets, cats, max_dets)
+    return s
+
+
+# --- command line -------------------------------------------------------------------------------
+
+def get_args_parser():
+    from . import cli
+
+    p = cli.ArgumentParser(prog="evaluate.py", description="Score COCO results files against ground "
+                           "truth: mAP50 (headline), mAP50:95, per-class AP50, bootstrap intervals.")
+    p.add_argument("--gt", required=True, help="ground-truth COCO dataset JSON (e.g. val.json)")
+    p.add_argument("results", nargs="+", help="COCO results JSON files; with 2+, each is compared "
+                   "with the first (paired bootstrap)")
+    p.add_argument("--json", default=None, help="write all metrics to this JSON file")
+    p.add_argument("--plot", default=None, help="folder for per-class AP50 and PR-curve PNGs")
+    p.add_argument("--bootstrap", type=int, default=1000,
+                   help="bootstrap resamples of images for 95%% intervals (0: off; default 1000)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (0)")
+    p.add_argument("--max-dets", type=int, default=100,
+                   help="detections kept per image and class, as COCOeval's maxDets (100)")
+    p.add_argument("--backend", choices=("faster", "pycocotools"), default="faster",
+                   help="COCOeval implementation for the point estimates (faster: faster-coco-eval)")
+    return p
+
+
+def evaluate_files(gt_path: str, result_paths: list[str], n_boot: int = 1000, seed: int = 0,
+                   max_dets: int = 100, backend: str = "faster") -> dict[str, Any]:
+    """Score each results file; return a JSON-ready dict (and keep Scores under '_scores')."""
+    from .cocodata import load_dataset
+    from .results import load_results
+
+    data = load_dataset(gt_path)
+    if not data["annotations"]:
+        raise UserError(f"{gt_path} has no annotations: ground truth is needed to score")
+    cmap = CategoryMap(data["categories"], gt_path)
+    gt = prepare_gt(data)
+    img_ids = {im["id"] for im in data["images"]}
+    scores = [score(gt, load_results(p, img_ids, set(cmap.ids)), cmap, max_dets, backend) for p in result_paths]
+    weights = bootstrap_weights(len(img_ids), n_boot, seed) if n_boot > 0 else None
+    for s in scores:
+        if weights is not None:
+            s.boot = bootstrap_map50(s.matches, weights)
+            s.ci95 = interval(s.boot)
+    out: dict[str, Any] = {"gt": str(gt_path), "images": len(img_ids),
+                           "gt_boxes": sum(1 for a in gt["annotations"] if not a["iscrowd"]),
+                           "max_dets": max_dets, "bootstrap": n_boot, "seed": seed, "backend": backend,
+                           "files": [{"path": str(p), **s.to_json(cmap)} for p, s in zip(result_paths, scores)],
+                           "differences": []}
+    for p, s in zip(result_paths[1:], scores[1:]):
+        diff = {"a": str(result_paths[0]), "b": str(p), "delta_mAP50": round(s.map50 - scores[0].map50, 6)}
+        if weights is not None:
+            diff["ci95"] = [round(v, 6) for v in interval(s.boot - scores[0].boot)]
+        out["differences"].append(diff)
+    out["_scores"], out["_cmap"] = scores, cmap
+    return out
+
+
+def format_report(out: dict[str, Any]) -> str:
+    cmap: CategoryMap = out["_cmap"]
+    width = max(12, *(len(n) for n in cmap.names))
+    lines = [f"ground truth: {out['gt']} ({out['images']} images, {out['gt_boxes']} boxes); "
+             f"maxDets {out['max_dets']}, {out['bootstrap']} bootstrap resamples"]
+    for f in out["files"]:
+        ci = f["mAP50_ci95"]
+        ci_txt = f"  [95% CI {ci[0]:.4f}, {ci[1]:.4f}]" if ci and ci[0] is not None else ""
+        m95 = f["mAP50_95"]
+        lines.append(f"\n{f['path']}\n  mAP50 {f['mAP50']:.4f}{ci_txt}   mAP50:95 "
+                     + (f"{m95:.4f}" if m95 is not None else "n/a"))
+        lines.append(f"  {'class':<{width}}  AP50")
+        for row in f["per_class_AP50"]:
+            v = row["AP50"]
+            lines.append(f"  {row['name']:<{width}}  {'no GT' if v is None else f'{v:.4f}'}")
+    for d in out["differences"]:
+        ci = d.get("ci95")
+        verdict = ""
+        if ci:
+            verdict = ("  (a real difference)" if ci[0] > 0 or ci[1] < 0
+                       else "  (within noise: the interval contains 0)")
+        ci_txt = f"  [95% CI {ci[0]:+.4f}, {ci[1]:+.4f}]" if ci else ""
+        lines.append(f"\n{d['b']} - {d['a']}: mAP50 {d['delta_mAP50']:+.4f}{ci_txt}{verdict}")
+    return "\n".join(lines)
+
+
+def main(args) -> int:
+    from pathlib import Path
+
+    from .fileio import write_json
+    from .plots import plot_ap50, plot_pr
+
+    if args.bootstrap < 0 or args.max_dets < 1:
+        raise UserError("--bootstrap must be >= 0 and --max-dets >= 1")
+    out = evaluate_files(args.gt, args.results, args.bootstrap, args.seed, args.max_dets, args.backend)
+    print(format_report(out))
+    scores, cmap = out.pop("_scores"), out.pop("_cmap")
+    if args.json:
+        write_json(args.json, out, indent=2)
+        print(f"\nmetrics written to {args.json}")
+    if args.plot:
+        folder = Path(args.plot)
+        labels = [Path(p).name for p in args.results]
+        if len(set(labels)) < len(labels):
+            labels = [str(p) for p in args.results]
+        plot_ap50(folder / "ap50_per_class.png", cmap.names,
+                  {lab: [s.ap50[c] for c in cmap.ids] for lab, s in zip(labels, scores)})
+        for i, (lab, s) in enumerate(zip(labels, scores)):
+            plot_pr(folder / f"pr_{i}_{Path(lab).stem}.png", cmap.names, s.precision, lab)
+        print(f"plots written to {folder}/ (ap50_per_class.png, pr_*.png)")
+    return 0

@@ -1,0 +1,65 @@
+"""The one place that configures Ultralytics: offline, quiet, and using every CPU core.
+
+Call :func:`setup` before anything imports ``ultralytics``; every entry point does. It sets
+``YOLO_OFFLINE=1`` and ``YOLO_AUTOINSTALL=0``, points ``YOLO_CONFIG_DIR`` into the project's run
+folder (unless the user set it), places matplotlib's DejaVuSans there as ``Arial.ttf`` and
+``Arial.Unicode.ttf`` (Ultralytics' ``check_font`` would download them on every train/val), turns
+settings ``sync`` off, and makes Ultralytics' ``select_device`` use all CPU cores instead of
+``cpu_count - 1`` (a train step on 2 cores ran 1.7x faster with 2 threads than with 1).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+from types import ModuleType
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+WEIGHTS_DIR = PROJECT_ROOT / "weights"
+_ready = False
+
+
+def runs_dir() -> Path:
+    """Where runs and Ultralytics' config live: $COCO2YOLO_RUNS, else <project>/runs."""
+    return Path(os.environ.get("COCO2YOLO_RUNS", PROJECT_ROOT / "runs")).absolute()
+
+
+def _install_fonts(config_dir: Path) -> None:
+    import matplotlib
+
+    src = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
+    dst_dir = config_dir / "Ultralytics"
+    dst_dir.mkdir(parents=True, exist_ok=True)
+    for name in ("Arial.ttf", "Arial.Unicode.ttf"):
+        if not (dst_dir / name).exists():
+            tmp = dst_dir / f".{name}.{os.getpid()}"
+            shutil.copyfile(src, tmp)
+            os.replace(tmp, dst_dir / name)
+
+
+def setup(threads: int | None = None) -> ModuleType:
+    """Configure and import Ultralytics offline; return the ``ultralytics`` module.
+
+    ``threads``: torch CPU threads Ultralytics' ``select_device`` sets (default: all cores).
+    """
+    global _ready
+    if not _ready:
+        if "ultralytics" in sys.modules:
+            raise RuntimeError("ultralytics was imported before coco2yolo.ultra.setup(); call setup() "
+                               "first so that it starts offline")
+        os.environ["YOLO_OFFLINE"] = "1"
+        os.environ["YOLO_AUTOINSTALL"] = "0"
+        config_dir = Path(os.environ.setdefault("YOLO_CONFIG_DIR", str(runs_dir() / "ultralytics-config")))
+        _install_fonts(config_dir)
+    import ultralytics
+    from ultralytics.utils import SETTINGS, torch_utils
+
+    if not _ready:
+        wanted = {"sync": False, "weights_dir": str(WEIGHTS_DIR), "runs_dir": str(runs_dir())}
+        if any(SETTINGS.get(k) != v for k, v in wanted.items()):
+            SETTINGS.update(wanted)
+        _ready = True
+    torch_utils.NUM_THREADS = threads or os.cpu_count() or 1
+    return ultralytics
