@@ -19,7 +19,11 @@ def closest(word: str, choices: Sequence[str]) -> str:
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse with one-line errors and a suggestion for a mistyped flag."""
+    """argparse with one-line errors, a suggestion for a mistyped flag, and no prefix matching."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> None:  # type: ignore[override]
         if message.startswith("unrecognized arguments:"):

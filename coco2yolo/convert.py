@@ -9,7 +9,8 @@ Writes, atomically (built beside DIR, then swapped in):
   image without boxes
 - ``data.yaml`` (absolute ``path``, ``names`` in class order), ``categories.json`` (class index
   <-> original category_id <-> name)
-- ``train.json`` / ``val.json``: the split as COCO (original ids, crowd boxes kept for scoring),
+- ``train.json`` / ``val.json``: the split as COCO (original ids, crowd boxes kept for scoring;
+  ``file_name`` points at the linked image in DIR, the original is kept as ``original_file_name``),
   ``split.json`` (fold of every image), ``report.json`` (conversion, cleaning, split)
 - with ``--clean``: ``cleaned.json``, the whole cleaned COCO dataset for other tools
 
@@ -26,7 +27,6 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-import numpy as np
 import yaml
 
 from . import cli
@@ -118,9 +118,11 @@ def _check_bounds(data: dict[str, Any], source: str) -> None:
                             "use --clean to clip such boxes (they are counted in the report)")
 
 
-def _subset(data: dict[str, Any], ids: set[int]) -> dict[str, Any]:
+def _subset(data: dict[str, Any], ids: set[int], linked: dict[int, str]) -> dict[str, Any]:
+    """The images in ``ids`` and their annotations; file_name points at the linked copy in DIR."""
     out = {k: v for k, v in data.items() if k not in ("images", "annotations")}
-    out["images"] = [im for im in data["images"] if im["id"] in ids]
+    out["images"] = [{**im, "file_name": linked[im["id"]], "original_file_name": im["file_name"]}
+                     for im in data["images"] if im["id"] in ids]
     out["annotations"] = [a for a in data["annotations"] if a["image_id"] in ids]
     return out
 
@@ -176,12 +178,12 @@ def convert(json_path: str | os.PathLike, out: str | os.PathLike, opts: ConvertO
         anns_of[a["image_id"]].append(a)
 
     with atomic_dir(out, MARKER) as tmp:
-        result.images, result.boxes = _write_yolo_files(tmp, data, anns_of, split_of, cmap, root, opts)
+        result.images, result.boxes, linked = _write_yolo_files(tmp, data, anns_of, split_of, cmap, root, opts)
         _write_yaml(tmp / "data.yaml", out, cmap, json_path)
         cmap.save(tmp / "categories.json")
         for name in ("train", "val"):
             ids = {i for i, s in split_of.items() if s == name}
-            write_json(tmp / f"{name}.json", _subset(data, ids))
+            write_json(tmp / f"{name}.json", _subset(data, ids, linked))
         write_json(tmp / "split.json", {
             "source": str(json_path.absolute()), "seed": opts.seed, "shares": shares,
             "val_fold": val_fold, "folds": opts.folds, "val_fraction": None if opts.folds else opts.val_fraction,
@@ -201,8 +203,10 @@ def convert(json_path: str | os.PathLike, out: str | os.PathLike, opts: ConvertO
 
 def _write_yolo_files(tmp: Path, data: dict[str, Any], anns_of: dict[int, list[dict[str, Any]]],
                       split_of: dict[int, str], cmap: CategoryMap, root: Path, opts: ConvertOptions
-                      ) -> tuple[dict[str, int], dict[str, int]]:
+                      ) -> tuple[dict[str, int], dict[str, int], dict[int, str]]:
+    """Links and label files; returns images and label lines per split, and each image's link path."""
     n_images: Counter[str] = Counter()
+    linked: dict[int, str] = {}
     n_lines: Counter[str] = Counter()
     used: set[str] = set()
     for im in sorted(data["images"], key=lambda im: im["id"]):
@@ -224,7 +228,8 @@ def _write_yolo_files(tmp: Path, data: dict[str, Any], anns_of: dict[int, list[d
         lbl.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
         n_images[split] += 1
         n_lines[split] += len(lines)
-    return dict(n_images), dict(n_lines)
+        linked[im["id"]] = f"images/{split}/{rel}"
+    return dict(n_images), dict(n_lines), linked
 
 
 def _write_yaml(path: Path, out: Path, cmap: CategoryMap, source: Path) -> None:

@@ -1,0 +1,94 @@
+"""Pseudo-labels: add unlabelled images with confident predicted boxes to the training set.
+
+Any COCO results file works (infer.py, ensemble.py, another framework), with the images JSON it
+was predicted on. Boxes scoring >= ``conf`` become labels (clipped to the image); images left
+without such a box are not added. The added images go to training only: an image that is also
+a validation image is refused, since that would leak validation into training.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from .boxes import clip_xywh, xywh_to_yolo
+from .cocodata import CategoryMap, load_dataset
+from .convert import MARKER, dataset_relpath
+from .errors import UserError
+from .fileio import atomic_dir
+from .results import Detections, load_results
+
+
+def select_pseudo(dets: Detections, images: list[dict[str, Any]], cmap: CategoryMap, conf: float
+                  ) -> tuple[dict[int, list[str]], Counter[str]]:
+    """YOLO label lines per image id for boxes scoring >= conf, and boxes added per class name."""
+    sizes = {im["id"]: (im["width"], im["height"]) for im in images}
+    keep = dets.select(dets.score >= conf)
+    lines: dict[int, list[str]] = {}
+    per_class: Counter[str] = Counter()
+    for iid in np.unique(keep.image_id).tolist():
+        sel = keep.image_id == iid
+        boxes = clip_xywh(keep.xywh[sel], sizes[iid])
+        yolo = xywh_to_yolo(boxes, sizes[iid])
+        rows = []
+        for cid, (xc, yc, w, h) in zip(keep.category_id[sel].tolist(), yolo.tolist()):
+            if w > 0 and h > 0:
+                rows.append("%g %g %g %g %g" % (cmap.class_of(cid), xc, yc, w, h))
+                per_class[cmap.name_of(cid)] += 1
+        if rows:
+            lines[iid] = rows
+    return lines, per_class
+
+
+def _split_paths(data: dict[str, Any], key: str, root: Path) -> list[Path]:
+    value = data.get(key)
+    items = value if isinstance(value, list) else [value]
+    return [p if p.is_absolute() else root / p for p in (Path(str(v)) for v in items if v)]
+
+
+def build_pseudo_dataset(data_yaml: Path, cmap: CategoryMap, results: Path, images_json: Path,
+                         conf: float, out: Path) -> tuple[Path, str]:
+    """Write the pseudo-labelled images to ``out`` and a data.yaml training on both; return it and a summary."""
+    data = yaml.safe_load(Path(data_yaml).read_text(encoding="utf-8"))
+    root = Path(data.get("path") or Path(data_yaml).parent)
+    root = root if root.is_absolute() else (Path(data_yaml).parent / root)
+    train_dirs, val_dirs = _split_paths(data, "train", root), _split_paths(data, "val", root)
+    coco = load_dataset(images_json)
+    images = coco["images"]
+    dets = load_results(results, {im["id"] for im in images}, set(cmap.ids))
+    lines, per_class = select_pseudo(dets, images, cmap, conf)
+    img_root = Path(images_json).parent
+    val_files = {os.path.realpath(p) for d in val_dirs if d.is_dir() for p in d.rglob("*") if p.is_file()}
+    chosen = [im for im in sorted(images, key=lambda im: im["id"]) if im["id"] in lines]
+    for im in chosen:
+        src = img_root / im["file_name"]
+        if not src.is_file():
+            raise UserError(f"{images_json}: image {im['file_name']} (id {im['id']}) not found under {img_root}")
+        if os.path.realpath(src) in val_files:
+            raise UserError(f"{images_json}: image {im['file_name']} is a validation image of {data_yaml}; "
+                            "pseudo-labels may only add unlabelled images to training")
+    with atomic_dir(out, MARKER) as tmp:
+        for im in chosen:
+            rel = dataset_relpath(im["file_name"], im["id"])
+            dst = tmp / "images" / "train" / rel
+            lbl = (tmp / "labels" / "train" / rel).with_suffix(".txt")
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            lbl.parent.mkdir(parents=True, exist_ok=True)
+            os.symlink((img_root / im["file_name"]).absolute(), dst)
+            lbl.write_text("".join(f"{r}\n" for r in lines[im["id"]]), encoding="utf-8")
+        new = dict(data)
+        new.update(path=str(out), train=[str(p) for p in train_dirs] + [str(out / "images" / "train")],
+                   val=[str(p) for p in val_dirs] if len(val_dirs) > 1 else str(val_dirs[0]))
+        (tmp / "data.yaml").write_text(yaml.safe_dump(new, sort_keys=False, allow_unicode=True), encoding="utf-8")
+        cmap.save(tmp / "categories.json")
+    n_boxes = sum(per_class.values())
+    summary = (f"pseudo-labels: added {len(chosen)} images and {n_boxes} boxes scoring >= {conf:g} to "
+               f"training (not validation); per class: "
+               + (", ".join(f"{k} {v}" for k, v in sorted(per_class.items())) or "none")
+               + f"; {len(images) - len(chosen)} images had no such box and were not added")
+    return out / "data.yaml", summary

@@ -1,0 +1,297 @@
+"""Reproducible Ultralytics YOLO training on a dataset written by ``python -m coco2yolo``.
+
+``python train_yolo.py --data DIR/data.yaml --model M --epochs E --imgsz S --batch B --device D --seed S --name N``
+
+Defaults live in ``cfg/train.yaml``. The best weights are copied to ``weights/N.pt`` with a
+``weights/N.json`` sidecar (resolved config, category map, dataset fingerprint, final validation
+metrics, versions) that ``infer.py`` reads to write original category ids.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as dt
+import hashlib
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from . import __version__, cli, config, ultra
+from .cocodata import CategoryMap
+from .errors import UserError
+from .fileio import atomic_path
+from .sidecar import write_sidecar
+
+# Train arguments passed to Ultralytics as they are.
+PASS_THROUGH = ("epochs", "imgsz", "batch", "device", "workers", "seed", "deterministic", "optimizer",
+                "lr0", "lrf", "momentum", "weight_decay", "warmup_epochs", "cos_lr", "patience", "amp",
+                "cache", "val", "plots", "mosaic", "close_mosaic", "mixup", "fliplr", "flipud", "scale",
+                "translate", "degrees", "hsv_h", "hsv_s", "hsv_v")
+PRESETS = ("none", "weather")
+
+
+# --- checks -------------------------------------------------------------------------------------
+
+def check_device(device: str) -> None:
+    """Refuse CUDA device ids this machine does not have (one line instead of a traceback)."""
+    d = str(device).strip().lower().replace("cuda:", "")
+    if d in ("", "cpu", "mps"):
+        return
+    parts = d.split(",")
+    if not all(p.strip().isdigit() for p in parts):
+        raise UserError(f"--device must be cpu, a GPU index like 0, or a list like 0,1,2,3; got {device!r}")
+    import torch
+
+    n = torch.cuda.device_count()
+    missing = [p for p in parts if int(p) >= n]
+    if missing:
+        have = "no CUDA device (use --device cpu)" if n == 0 else f"CUDA devices 0..{n - 1}"
+        raise UserError(f"--device {device}: CUDA device {missing[0]} does not exist; this machine has {have}")
+
+
+def _names_list(names: Any, source: str) -> list[str]:
+    if isinstance(names, dict):
+        if sorted(names) != list(range(len(names))):
+            raise UserError(f"{source}: names keys must be 0..{len(names) - 1}")
+        return [str(names[i]) for i in range(len(names))]
+    if isinstance(names, list):
+        return [str(n) for n in names]
+    raise UserError(f"{source}: 'names' must be a list or a mapping of class index to name")
+
+
+def check_data(data_yaml: str | None) -> tuple[Path, dict[str, Any], CategoryMap, bool]:
+    """Validate data.yaml, its categories.json and its label files.
+
+    Returns the path, the parsed YAML, the category map and whether the map came from
+    categories.json (False: identity map from names, with a warning).
+    """
+    if not data_yaml:
+        raise UserError("--data is required: the data.yaml written by `python -m coco2yolo`")
+    path = Path(data_yaml).absolute()
+    data = config.load_yaml_mapping(path, "data.yaml")
+    for key in ("train", "val", "names"):
+        if key not in data:
+            raise UserError(f"{path}: missing '{key}' (expected path, train, val, names)")
+    names = _names_list(data["names"], str(path))
+    if "nc" in data and data["nc"] != len(names):
+        raise UserError(f"{path}: nc is {data['nc']} but names has {len(names)} entries")
+    cat_file = path.parent / "categories.json"
+    if cat_file.exists():
+        cmap = CategoryMap.load(cat_file)
+        if cmap.names != names:
+            raise UserError(f"{cat_file} does not match {path}: classes {cmap.names} vs names {names}")
+        from_file = True
+    else:
+        print(f"warning: no categories.json beside {path}: predictions will use class indices 0..{len(names) - 1}"
+              " as category ids", file=sys.stderr)
+        cmap = CategoryMap([{"id": i, "name": n} for i, n in enumerate(names)])
+        from_file = False
+    root = Path(data.get("path") or path.parent)
+    root = root if root.is_absolute() else path.parent / root
+    _check_labels(root / "labels", len(names))
+    return path, data, cmap, from_file
+
+
+def _check_labels(labels_dir: Path, nc: int) -> None:
+    if not labels_dir.is_dir():
+        return
+    for f in sorted(labels_dir.rglob("*.txt")):
+        for n, line in enumerate(f.read_text(encoding="utf-8").splitlines(), 1):
+            head = line.split(maxsplit=1)[0] if line.strip() else None
+            if head is not None and (not head.isdigit() or int(head) >= nc):
+                raise UserError(f"{f}:{n}: class {head!r} is not in the category map (0..{nc - 1})")
+
+
+def dataset_fingerprint(root: Path) -> str:
+    """sha256 over categories.json and every label file (relative path and content)."""
+    h = hashlib.sha256()
+    cat = root / "categories.json"
+    if cat.exists():
+        h.update(cat.read_bytes())
+    labels = root / "labels"
+    for f in sorted(labels.rglob("*.txt")) if labels.is_dir() else []:
+        h.update(str(f.relative_to(labels)).encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+# --- model --------------------------------------------------------------------------------------
+
+def resolve_model_file(spec: str, weights_dir: Path) -> str:
+    """A *.yaml passes through (Ultralytics builds it); a *.pt must exist here, never downloaded."""
+    p = Path(spec)
+    if p.suffix in (".yaml", ".yml"):
+        return spec
+    if p.suffix != ".pt":
+        raise UserError(f"--model {spec!r}: expected a *.yaml (build from scratch) or *.pt (weights)")
+    for cand in (p, weights_dir / p.name, ultra.WEIGHTS_DIR / p.name):
+        if cand.is_file():
+            return str(cand)
+    if p.parent == Path("."):
+        raise UserError(f"{spec} is not on this machine and nothing is downloaded at run time: download "
+                        f"{p.name} from Ultralytics' assets releases (see weights/README.md) and put it at "
+                        f"{(weights_dir / p.name).absolute()}, or pass its path; or build from scratch "
+                        f"with --model {p.stem}.yaml")
+    raise UserError(f"model file not found: {spec}")
+
+
+def build_model(cfg: dict[str, Any], cmap: CategoryMap, run_dir: Path) -> tuple[Any, str]:
+    """The Ultralytics YOLO object to train, and a line saying where its weights came from."""
+    from ultralytics import YOLO
+
+    from .legacy import import_legacy, read_legacy, save_ultralytics_checkpoint
+
+    weights_dir = Path(cfg["weights_dir"])
+    model = resolve_model_file(cfg["model"], weights_dir)
+    init = cfg["weights"]
+    if init is None and model.endswith(".pt") and read_legacy(model) is not None:
+        init = model
+    try:
+        if init is not None:
+            if not Path(init).is_file():
+                raise UserError(f"--weights {init}: file not found")
+            if read_legacy(init) is not None:
+                net, msg = import_legacy(init, len(cmap), cmap.names)
+                ckpt = save_ultralytics_checkpoint(net, run_dir.parent / f"{run_dir.name}.imported.pt")
+                return YOLO(str(ckpt)), msg
+            yolo = YOLO(model).load(init)
+            return yolo, f"initialised {model} from {init} (tensors of matching shape)"
+        yolo = YOLO(model)
+        return yolo, f"built {model} from scratch" if model.endswith((".yaml", ".yml")) else f"started from {model}"
+    except UserError:
+        raise
+    except (FileNotFoundError, TypeError, KeyError, RuntimeError, ValueError) as err:
+        raise UserError(f"cannot load model {cfg['model']!r}: {err}") from None
+
+
+# --- augmentation and determinism ---------------------------------------------------------------
+
+def preset_transforms(name: str) -> list[Any] | None:
+    """Albumentations transforms for ``--augment-preset`` (None for 'none')."""
+    if name == "none":
+        return None
+    if name == "weather":
+        import albumentations as A
+
+        return [A.RandomFog(fog_coef_range=(0.1, 0.35), alpha_coef=0.08, p=0.15),
+                A.RandomBrightnessContrast(brightness_limit=0.25, contrast_limit=0.25, p=0.3),
+                A.OneOf([A.Blur(blur_limit=(3, 7)), A.MotionBlur(blur_limit=(3, 7)),
+                         A.GaussianBlur(blur_limit=(3, 7))], p=0.2)]
+    raise UserError(f"--augment-preset {name!r}: allowed: {', '.join(PRESETS)}")
+
+
+# --- run ----------------------------------------------------------------------------------------
+
+def _final_metrics(trainer: Any, save_dir: Path) -> dict[str, float]:
+    metrics = getattr(trainer, "metrics", None) or {}
+    if not metrics and (save_dir / "results.csv").exists():  # DDP: the main process has no validator
+        with open(save_dir / "results.csv", newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        metrics = {k.strip(): float(v) for k, v in rows[-1].items() if k.strip().startswith("metrics/")} if rows else {}
+    return {k: round(float(v), 6) for k, v in metrics.items()}
+
+
+def default_name(data_yaml: Path, model: str, weights: str | None) -> str:
+    return f"{data_yaml.parent.name}_{Path(weights or model).stem}"
+
+
+def run(cfg: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """Train with a resolved config; return the sidecar dict (also written to weights/N.json)."""
+    ultra.setup()
+    data_yaml, _, cmap, from_file = check_data(cfg["data"])
+    check_device(cfg["device"])
+    if cfg["epochs"] < 1 or cfg["imgsz"] < 32 or cfg["imgsz"] % 32 or (cfg["batch"] < 1 and cfg["batch"] != -1):
+        raise UserError(f"need epochs >= 1, imgsz a multiple of 32 (>= 32), batch >= 1 or -1; got "
+                        f"epochs={cfg['epochs']}, imgsz={cfg['imgsz']}, batch={cfg['batch']}")
+    if cfg["optimizer"] == "auto":
+        print("note: optimizer auto chooses its own learning rate and ignores lr0", file=sys.stderr)
+    name = cfg["name"] or default_name(data_yaml, cfg["model"], cfg["weights"])
+    cfg = {**cfg, "name": name}
+    project = ultra.runs_dir() / "train"
+    run_dir = project / name
+    augmentations = preset_transforms(cfg["augment_preset"])
+    train_data = data_yaml
+    pseudo_note = None
+    if cfg["pseudo_labels"] or cfg["pseudo_images"]:
+        if not (cfg["pseudo_labels"] and cfg["pseudo_images"]):
+            raise UserError("--pseudo-labels RESULTS.json needs --pseudo-images IMAGES.json (and vice versa)")
+        from .pseudo import build_pseudo_dataset
+
+        train_data, pseudo_note = build_pseudo_dataset(
+            data_yaml, cmap, Path(cfg["pseudo_labels"]), Path(cfg["pseudo_images"]), cfg["pseudo_conf"],
+            project / f"{name}.pseudo")
+        print(pseudo_note)
+    from ultralytics import YOLO
+
+    t0 = time.time()
+    if cfg["resume"]:
+        last = run_dir / "weights" / "last.pt"
+        if not last.is_file():
+            raise UserError(f"--resume: no interrupted run {name!r} ({last} not found)")
+        yolo, origin = YOLO(str(last)), f"resumed from {last}"
+        print(origin)
+        yolo.train(resume=True)
+    else:
+        run_dir.parent.mkdir(parents=True, exist_ok=True)
+        yolo, origin = build_model(cfg, cmap, run_dir)
+        print(origin)
+        args = {k: cfg[k] for k in PASS_THROUGH}
+        if augmentations:
+            args["augmentations"] = augmentations
+        yolo.train(data=str(train_data), project=str(project), name=name, exist_ok=True, **args, **extra)
+    seconds = time.time() - t0
+    trainer = yolo.trainer
+    save_dir = Path(trainer.save_dir)
+    best = Path(trainer.best) if Path(trainer.best).exists() else Path(trainer.last)
+    out_pt = Path(cfg["weights_dir"]) / f"{name}.pt"
+    with atomic_path(out_pt) as tmp:
+        shutil.copyfile(best, tmp)
+    import torch
+    import ultralytics
+
+    sidecar = {
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "categories_from": "categories.json" if from_file else "data.yaml names (identity map)",
+        "dataset": {"data": str(data_yaml), "trained_on": str(train_data),
+                    "fingerprint": dataset_fingerprint(data_yaml.parent)},
+        "origin": origin,
+        "pseudo_labels": pseudo_note,
+        "config": cfg,
+        "extra_ultralytics_args": extra,
+        "metrics": _final_metrics(trainer, save_dir),
+        "train_seconds": round(seconds, 1),
+        "seconds_per_epoch": round(seconds / max(1, cfg["epochs"]), 2),
+        "run_dir": str(save_dir),
+        "versions": {"coco2yolo": __version__, "ultralytics": ultralytics.__version__,
+                     "torch": torch.__version__, "python": sys.version.split()[0]},
+    }
+    write_sidecar(out_pt, cmap, cfg["imgsz"], **sidecar)
+    m = sidecar["metrics"]
+    print(f"best weights: {out_pt} (+ {out_pt.with_suffix('.json').name}); "
+          f"val mAP50 {m.get('metrics/mAP50(B)', float('nan')):.4f} (Ultralytics' metric; score with "
+          f"evaluate.py for COCO mAP50); {seconds:.0f} s")
+    return sidecar
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = cli.ArgumentParser(prog="train_yolo.py", description="Train an Ultralytics YOLO detector on a "
+                           "dataset written by `python -m coco2yolo` (defaults: coco2yolo/cfg/train.yaml).")
+    p.add_argument("--config", default=None, help="YAML file with any keys of coco2yolo/cfg/train.yaml")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="any other Ultralytics train argument, e.g. --set cos_lr=true (repeatable)")
+    config.add_config_flags(p, config.defaults())
+    return p
+
+
+def main(args: argparse.Namespace) -> int:
+    cfg = config.resolve(args)
+    ultra.setup()
+    from ultralytics.cfg import DEFAULT_CFG_DICT
+
+    reserved = set(PASS_THROUGH) | {"data", "model", "project", "name", "exist_ok", "resume", "augmentations"}
+    extra = config.parse_set(args.set, set(DEFAULT_CFG_DICT) - reserved, reserved)
+    run(cfg, extra)
+    return 0
