@@ -322,7 +322,11 @@ def split_models(st: Stacked, a: int, b: int, n_models: int) -> tuple[list, list
 def fuse(models: list[Detections], image_ids: list[int], sizes_wh: np.ndarray, method: str = "wbf",
          weights: list[float] | None = None, iou_thr: float = 0.55, skip_box_thr: float = 0.0,
          conf_type: str = "avg", sigma: float = 0.5, soft_thresh: float = 0.001) -> Detections:
-    """Fuse several models' detections of the same images; returns COCO xywh pixel detections."""
+    """Fuse several models' detections of the same images; returns COCO xywh pixel detections.
+
+    Rows the reference would return with NaN coordinates (NMW on clusters whose scores are all 0)
+    are dropped: they are not valid COCO results.
+    """
     if method not in METHODS:
         raise UserError(f"unknown method {method!r}; allowed: {', '.join(METHODS)}")
     if conf_type not in CONF_TYPES:
@@ -341,6 +345,8 @@ def fuse(models: list[Detections], image_ids: list[int], sizes_wh: np.ndarray, m
     else:
         img, lab, score, xyxy = per_image_reference(st, len(models), method, w, iou_thr, skip_box_thr,
                                                     sigma, soft_thresh)
+    finite = np.isfinite(xyxy).all(axis=1) & np.isfinite(score)  # NMW divides by 0 for all-zero scores
+    img, lab, score, xyxy = img[finite], lab[finite], score[finite], xyxy[finite]
     wh = sizes_wh[img] if len(img) else np.zeros((0, 2))
     x1, y1 = xyxy[:, 0] * wh[:, 0], xyxy[:, 1] * wh[:, 1]
     x2, y2 = xyxy[:, 2] * wh[:, 0], xyxy[:, 3] * wh[:, 1]

@@ -148,6 +148,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if missing:
         raise UserError(f"{args.images}: {len(missing)} of {len(images)} images are missing under {root} "
                         f"(first: {', '.join(missing[:5])})")
+    import cv2
+
+    unreadable = {f for f in by_path if not cv2.haveImageReader(f)}  # Ultralytics crashes on these
+    if unreadable and args.strict:
+        names = [by_path[f]["file_name"] for f in sorted(unreadable)]
+        raise UserError(f"{len(names)} of {len(images)} images could not be read (first: {', '.join(names[:5])}); "
+                        "nothing was written")
     if made_up_ids:
         print(f"note: image ids follow the sorted file names under {root} (0 = {images[0]['file_name']}); "
               f"they are written to {Path(args.out).with_suffix('.images.json')}", file=sys.stderr)
@@ -168,9 +175,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     t0 = time.time()
     with StreamingOutputs(Path(args.out), Path(args.submission) if args.submission else None) as out:
         bar = tqdm(total=len(images), unit="img", desc="predict", file=sys.stderr, dynamic_ncols=True)
-        stream = iterate_predictions(model, list(by_path), conf=args.conf, iou=args.iou, max_det=args.max_det,
-                                     imgsz=imgsz, batch=args.batch, device=args.device, augment=args.tta,
-                                     **({"half": True} if args.half else {}))
+        readable = [f for f in by_path if f not in unreadable]
+        predict_args = dict(conf=args.conf, iou=args.iou, max_det=args.max_det, imgsz=imgsz, batch=args.batch,
+                            device=args.device, augment=args.tta, **({"half": True} if args.half else {}))
+        stream = iterate_predictions(model, readable, **predict_args) if readable else []
         for r in stream:
             image = by_path.get(str(Path(r.path).absolute()))
             if image is None:

@@ -1,0 +1,33 @@
+"""Inline COCO fixtures for tests: tiny image files plus a dataset JSON."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+
+def make_coco(root: Path, images: list[tuple[int, str, int, int]], anns: list[dict[str, Any]],
+              cat_ids: list[int], json_name: str = "train.json") -> Path:
+    """Write ``root/json_name`` and a small image file for every (id, file_name, width, height)."""
+    for _, name, w, h in images:
+        p = root / name
+        p.parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(p), np.full((h, w, 3), 127, np.uint8))
+    doc = {"images": [{"id": i, "file_name": n, "width": w, "height": h} for i, n, w, h in images],
+           "categories": [{"id": c, "name": f"class{c}"} for c in cat_ids],
+           "annotations": [{"iscrowd": 0, **a} for a in anns]}
+    path = root / json_name
+    path.write_text(json.dumps(doc))
+    return path
+
+
+def ann(aid: int, image_id: int, cat: int, bbox: list[float], **kw: Any) -> dict[str, Any]:
+    return {"id": aid, "image_id": image_id, "category_id": cat, "bbox": bbox, **kw}
+
+
+def read_labels(path: Path) -> list[list[float]]:
+    return [[float(v) for v in line.split()] for line in path.read_text().splitlines() if line.strip()]
