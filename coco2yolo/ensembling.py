@@ -24,7 +24,7 @@ from .evaluation import (ap_from_matches, bootstrap_map50, bootstrap_weights, in
                          nanmean_rows, prepare_gt)
 from .fileio import load_json, write_json
 from .fusion import CONF_TYPES, METHODS, fuse
-from .results import Detections, load_results, save_results
+from .results import Detections, load_results, save_results, write_submission
 
 DEFAULTS = {"method": "wbf", "iou_thr": 0.55, "skip_box_thr": 0.0, "conf_type": "avg", "weights": None,
             "sigma": 0.5, "soft_thresh": 0.001}
@@ -140,6 +140,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--soft-thresh", type=float, default=None, help="soft-NMS final score threshold (0.001)")
     p.add_argument("--max-det", type=int, default=0, help="keep the top N boxes per image after fusing (0: all)")
     p.add_argument("--setting", default=None, help="use the setting file written by --tune")
+    p.add_argument("--submission", default=None, help="also write the competition CSV of the fused boxes "
+                   "(PredictionString,image_id; image_id = file_name of the images JSON)")
     t = p.add_argument_group("tuning on validation")
     t.add_argument("--tune", default=None, metavar="VAL.json",
                    help="ground truth of the images the results are for; search the best setting")
@@ -189,6 +191,8 @@ def main(args: argparse.Namespace) -> int:
     if args.max_det > 0:
         fused = top_k_per_image(fused, args.max_det)
     save_results(args.out, fused)
+    if args.submission:
+        write_submission(args.submission, fused, data["images"])
     print(f"wrote {args.out}: {len(fused)} boxes from {len(models)} files on {len(image_ids)} images "
           f"({setting['method']}, iou_thr {setting['iou_thr']}, weights {setting['weights'] or 'equal'}; "
           f"{time.time() - t0:.1f} s)", file=sys.stdout)

@@ -18,6 +18,7 @@ import glob
 import os
 import sys
 import time
+import zlib
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any, TextIO
@@ -29,6 +30,7 @@ from .cocodata import CategoryMap, load_dataset
 from .convert import IMG_SUFFIXES
 from .errors import UserError
 from .fileio import atomic_path, write_json
+from .results import prediction_string
 from .sidecar import read_sidecar
 
 
@@ -87,9 +89,7 @@ class StreamingOutputs:
             self._first = False
             self.n_boxes += len(parts)
         if self._csv is not None:
-            pred = " ".join(f"{c} {s:.5f} {x1:.2f} {y1:.2f} {x2:.2f} {y2:.2f}"
-                            for c, (x1, y1, x2, y2), s in zip(cat_ids.tolist(), xyxy.tolist(), scores.tolist()))
-            self._csv.writerow([pred, image["file_name"]])
+            self._csv.writerow([prediction_string(cat_ids, xyxy, scores), image["file_name"]])
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         if exc_type is None:
@@ -104,7 +104,7 @@ def draw(img: np.ndarray, xyxy: np.ndarray, labels: list[str], scores: np.ndarra
 
     out = img.copy()
     for (x1, y1, x2, y2), label, s in zip(xyxy.astype(int).tolist(), labels, scores.tolist()):
-        colour = tuple(int(v) for v in np.random.default_rng(abs(hash(label)) % 2**32).integers(60, 255, 3))
+        colour = tuple(int(v) for v in np.random.default_rng(zlib.crc32(label.encode())).integers(60, 255, 3))
         cv2.rectangle(out, (x1, y1), (x2, y2), colour, 2)
         text = f"{label} {s:.2f}"
         (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.5, 1)

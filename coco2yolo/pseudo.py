@@ -65,6 +65,10 @@ def build_pseudo_dataset(data_yaml: Path, cmap: CategoryMap, results: Path, imag
     img_root = Path(images_json).parent
     val_files = {os.path.realpath(p) for d in val_dirs if d.is_dir() for p in d.rglob("*") if p.is_file()}
     chosen = [im for im in sorted(images, key=lambda im: im["id"]) if im["id"] in lines]
+    if not chosen:
+        best = float(dets.score.max()) if len(dets) else float("nan")
+        raise UserError(f"{results}: no box scores >= {conf:g} (the best is {best:.3g}), so there is nothing to "
+                        "add; lower --pseudo-conf")
     for im in chosen:
         src = img_root / im["file_name"]
         if not src.is_file():

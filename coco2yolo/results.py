@@ -6,7 +6,6 @@ The loader checks every record and returns column arrays, which every stage work
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -109,5 +108,26 @@ def save_results(path: str | os.PathLike, dets: Detections) -> None:
     write_json(path, dets.to_records())
 
 
-def finite_or_none(x: float) -> float | None:
-    return None if x is None or not math.isfinite(x) else float(x)
+def prediction_string(cat_ids: np.ndarray, xyxy: np.ndarray, scores: np.ndarray) -> str:
+    """The competition's PredictionString: 'label score xmin ymin xmax ymax ...' (pixels)."""
+    return " ".join(f"{c} {s:.5f} {x1:.2f} {y1:.2f} {x2:.2f} {y2:.2f}"
+                    for c, (x1, y1, x2, y2), s in zip(cat_ids.tolist(), xyxy.tolist(), scores.tolist()))
+
+
+def write_submission(path: str | os.PathLike, dets: Detections, images: list[dict[str, Any]]) -> None:
+    """The competition CSV (PredictionString,image_id = file_name), one row per image, atomically."""
+    import csv
+
+    from .fileio import atomic_path
+
+    order = np.lexsort((-dets.score, dets.image_id))
+    img = dets.image_id[order]
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["PredictionString", "image_id"])
+        for im in sorted(images, key=lambda im: im["id"]):
+            a, b = np.searchsorted(img, im["id"]), np.searchsorted(img, im["id"], side="right")
+            rows = order[a:b]
+            xyxy = dets.xywh[rows].copy()
+            xyxy[:, 2:] += xyxy[:, :2]
+            w.writerow([prediction_string(dets.category_id[rows], xyxy, dets.score[rows]), im["file_name"]])

@@ -5,7 +5,6 @@ import json
 import shutil
 
 import numpy as np
-import pytest
 
 from coco2yolo import predict
 from coco2yolo.convert import ConvertOptions, convert

@@ -104,6 +104,13 @@ def test_pseudo_labels_train_end_to_end(yolo_data, sample, tmp_path):
     assert "added 1 images and 1 boxes" in json.loads(w.with_suffix(".json").read_text())["pseudo_labels"]
 
 
+def test_pseudo_with_nothing_above_the_threshold_is_an_error(yolo_data, sample, tmp_path):
+    cmap = CategoryMap.load(yolo_data / "categories.json")
+    res = write_json(tmp_path / "p.json", [{"image_id": 0, "category_id": 0, "bbox": [1, 1, 9, 9], "score": 0.2}])
+    with pytest.raises(UserError, match="no box scores >= 0.5 .the best is 0.2."):
+        build_pseudo_dataset(yolo_data / "data.yaml", cmap, res, sample.parent / "test.json", 0.5, tmp_path / "p")
+
+
 def test_pseudo_refuses_validation_images(yolo_data, tmp_path):
     cmap = CategoryMap.load(yolo_data / "categories.json")
     val = json.loads((yolo_data / "val.json").read_text())
