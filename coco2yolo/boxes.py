@@ -23,17 +23,18 @@ def xyxy_to_xywh(boxes_xyxy: np.ndarray) -> np.ndarray:
     return np.concatenate([b[:, :2], b[:, 2:] - b[:, :2]], axis=1)
 
 
-def xywh_to_yolo(boxes_xywh: np.ndarray, resolution_wh: tuple[float, float]) -> np.ndarray:
+def xywh_to_yolo(boxes_xywh: np.ndarray, resolution_wh: tuple[float, float] | np.ndarray) -> np.ndarray:
     """(N, 4) COCO xywh pixels -> (N, 4) normalised centre-x, centre-y, w, h.
 
-    The arithmetic matches Ultralytics' ``convert_coco`` (centre first, then divide), so the
-    written labels are identical to the reference converter's.
+    ``resolution_wh``: one (width, height), or (N, 2), one per box. The arithmetic matches
+    Ultralytics' ``convert_coco`` (centre first, then divide), so the written labels are identical
+    to the reference converter's.
     """
     b = np.array(boxes_xywh, dtype=np.float64).reshape(-1, 4)
-    width, height = resolution_wh
+    wh = np.asarray(resolution_wh, dtype=np.float64).reshape(-1, 2)
     b[:, :2] += b[:, 2:] / 2
-    b[:, [0, 2]] /= width
-    b[:, [1, 3]] /= height
+    b[:, [0, 2]] /= wh[:, :1]
+    b[:, [1, 3]] /= wh[:, 1:]
     return b
 
 
@@ -47,12 +48,15 @@ def yolo_to_xywh(boxes_yolo: np.ndarray, resolution_wh: tuple[float, float]) -> 
     return b
 
 
-def clip_xywh(boxes_xywh: np.ndarray, resolution_wh: tuple[float, float]) -> np.ndarray:
-    """Clip COCO xywh boxes to the image; a box fully outside gets zero width or height."""
+def clip_xywh(boxes_xywh: np.ndarray, resolution_wh: tuple[float, float] | np.ndarray) -> np.ndarray:
+    """Clip COCO xywh boxes to the image; a box fully outside gets zero width or height.
+
+    ``resolution_wh``: one (width, height), or (N, 2), one per box.
+    """
     xyxy = xywh_to_xyxy(boxes_xywh)
-    width, height = resolution_wh
-    xyxy[:, [0, 2]] = xyxy[:, [0, 2]].clip(0, width)
-    xyxy[:, [1, 3]] = xyxy[:, [1, 3]].clip(0, height)
+    wh = np.asarray(resolution_wh, dtype=np.float64).reshape(-1, 2)
+    xyxy[:, [0, 2]] = np.clip(xyxy[:, [0, 2]], 0, wh[:, :1])
+    xyxy[:, [1, 3]] = np.clip(xyxy[:, [1, 3]], 0, wh[:, 1:])
     return xyxy_to_xywh(xyxy)
 
 

@@ -16,7 +16,6 @@ separately what YOLO training does with them (see ``convert.py``).
 
 from __future__ import annotations
 
-import copy
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -70,35 +69,42 @@ def clean_dataset(data: dict[str, Any], cmap: CategoryMap, cfg: CleanConfig
     Returns ``(cleaned, report)``: a new dataset dict (input untouched; original annotation ids
     kept) and a JSON-ready report counting what each rule changed, per class.
     """
-    images = {im["id"]: im for im in data["images"]}
+    size = {im["id"]: (im["width"], im["height"]) for im in data["images"]}
+    anns = sorted(data["annotations"], key=lambda a: a["id"])
     tally = _Tally(cmap)
+    if not anns:
+        return dict(data), _report(data, data, cfg, tally)
+    box = np.array([a["bbox"] for a in anns], dtype=np.float64)
+    res = np.array([size[a["image_id"]] for a in anns], dtype=np.float64)
+    moved = np.zeros(len(anns), dtype=bool)
+    if cfg.clip:
+        clipped = clip_xywh(box, res)
+        moved = np.abs(clipped - box).max(axis=1) > 1e-3
+        box = np.where(moved[:, None], np.round(clipped, 3), box)
+    w, h = box[:, 2], box[:, 3]
+    area = w * h
+    with np.errstate(divide="ignore", invalid="ignore"):
+        aspect = np.maximum(w / h, h / w)
+    small = area <= 0
+    if cfg.min_size:
+        small |= (np.minimum(w, h) < cfg.min_wh) | (area < cfg.min_area)
+    odd = ~small & cfg.aspect & (aspect > cfg.max_aspect)
+    large = ~small & cfg.large & (area >= cfg.max_cover * res[:, 0] * res[:, 1])
     kept: list[dict[str, Any]] = []
-    for ann in sorted(data["annotations"], key=lambda a: a["id"]):
-        ann = copy.deepcopy(ann)
-        im = images[ann["image_id"]]
-        res = (im["width"], im["height"])
-        box = np.asarray(ann["bbox"], dtype=np.float64)
-        if cfg.clip:
-            clipped = clip_xywh(box, res)[0]
-            if np.abs(clipped - box).max() > 1e-3:
-                tally.add("clip", ann)
-                ann["bbox"] = [round(float(v), 3) for v in clipped]
-                ann["area"] = float(ann["bbox"][2] * ann["bbox"][3])
-                box = np.asarray(ann["bbox"])
-        w, h = box[2], box[3]
-        too_small = w * h <= 0 or (cfg.min_size and (min(w, h) < cfg.min_wh or w * h < cfg.min_area))
-        if too_small:
-            tally.add("min_size", ann)
+    for i, a in enumerate(anns):
+        if moved[i]:
+            tally.add("clip", a)
+            a = {**a, "bbox": box[i].tolist(), "area": float(area[i])}
+        if small[i]:
+            tally.add("min_size", a)
             continue
-        if cfg.aspect and max(w / h, h / w) > cfg.max_aspect:
-            tally.add("aspect", ann)
-            if cfg.drop_aspect:
-                continue
-        if cfg.large and w * h >= cfg.max_cover * res[0] * res[1]:
-            tally.add("large", ann)
-            if cfg.drop_large:
-                continue
-        kept.append(ann)
+        if odd[i]:
+            tally.add("aspect", a)
+        if large[i]:
+            tally.add("large", a)
+        if (odd[i] and cfg.drop_aspect) or (large[i] and cfg.drop_large):
+            continue
+        kept.append(dict(a))
     if cfg.duplicate:
         kept = _drop_duplicates(kept, cfg.dup_iou, tally)
     cleaned = dict(data)

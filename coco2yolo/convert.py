@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+import numpy as np
 import yaml
 
 from . import cli
@@ -67,20 +68,31 @@ class ConvertResult:
     max_share_deviation_pp: float = 0.0
 
 
-def yolo_label_lines(anns: list[dict[str, Any]], cmap: CategoryMap, resolution_wh: tuple[float, float]
-                     ) -> list[str]:
-    """YOLO label lines for one image's annotations (zero-area boxes and exact repeats dropped)."""
-    if not anns:
-        return []
-    boxes = xywh_to_yolo([a["bbox"] for a in anns], resolution_wh)
+def format_label_lines(classes: list[int], yolo: np.ndarray) -> list[str]:
+    """``class xc yc w h`` lines with Ultralytics' ``%g`` formatting, centres clamped into [0, 1];
+    zero-area boxes and exact repeats are dropped."""
     rows = []
-    for a, (xc, yc, w, h) in zip(anns, boxes.tolist()):
-        if w <= 0 or h <= 0:
-            continue
-        row = (cmap.class_of(a["category_id"]), min(max(xc, 0.0), 1.0), min(max(yc, 0.0), 1.0),
-               min(w, 1.0), min(h, 1.0))
-        rows.append("%g %g %g %g %g" % row)
+    for k, (xc, yc, w, h) in zip(classes, yolo.tolist()):
+        if w > 0 and h > 0:
+            rows.append("%g %g %g %g %g" % (k, min(max(xc, 0.0), 1.0), min(max(yc, 0.0), 1.0), min(w, 1.0), min(h, 1.0)))
     return list(dict.fromkeys(rows))
+
+
+def all_label_lines(data: dict[str, Any], anns_of: dict[int, list[dict[str, Any]]], cmap: CategoryMap
+                    ) -> dict[int, list[str]]:
+    """Label lines for every image, computed in one vectorised pass over all annotations."""
+    size = {im["id"]: (im["width"], im["height"]) for im in data["images"]}
+    flat = [(iid, a) for iid, anns in anns_of.items() for a in anns]
+    if not flat:
+        return {iid: [] for iid in anns_of}
+    yolo = xywh_to_yolo([a["bbox"] for _, a in flat], [size[iid] for iid, _ in flat])
+    out: dict[int, list[str]] = {}
+    start = 0
+    for iid, anns in anns_of.items():
+        end = start + len(anns)
+        out[iid] = format_label_lines([cmap.class_of(a["category_id"]) for a in anns], yolo[start:end])
+        start = end
+    return out
 
 
 def dataset_relpath(file_name: str, image_id: int) -> PurePosixPath:
@@ -101,7 +113,8 @@ def _check_images(images: list[dict[str, Any]], root: Path, source: str) -> None
     if bad_suffix:
         raise UserError(f"{source}: {len(bad_suffix)} file_name(s) are not images Ultralytics reads "
                         f"(first: {bad_suffix[0]}); allowed suffixes: {' '.join(sorted(IMG_SUFFIXES))}")
-    missing = [im["file_name"] for im in images if not (root / im["file_name"]).is_file()]
+    base = str(root)
+    missing = [im["file_name"] for im in images if not os.path.isfile(os.path.join(base, im["file_name"]))]
     if missing:
         raise UserError(f"{source}: {len(missing)} of {len(images)} images are missing under {root} "
                         f"(first: {', '.join(missing[:5])}); pass --images ROOT, the folder that "
@@ -206,29 +219,36 @@ def _write_yolo_files(tmp: Path, data: dict[str, Any], anns_of: dict[int, list[d
                       ) -> tuple[dict[str, int], dict[str, int], dict[int, str]]:
     """Links and label files; returns images and label lines per split, and each image's link path."""
     n_images: Counter[str] = Counter()
-    linked: dict[int, str] = {}
     n_lines: Counter[str] = Counter()
+    linked: dict[int, str] = {}
     used: set[str] = set()
+    made: set[str] = set()
+    lines_of = all_label_lines(data, anns_of, cmap)
+    base, src_root = str(tmp), str(root.absolute())
     for im in sorted(data["images"], key=lambda im: im["id"]):
         split = split_of[im["id"]]
         rel = dataset_relpath(im["file_name"], im["id"])
         if str(rel.with_suffix("")).lower() in used:  # a.jpg and a.png would share a label file
             rel = rel.with_name(f"{rel.stem}__id{im['id']}{rel.suffix}")
         used.add(str(rel.with_suffix("")).lower())
-        dst = tmp / "images" / split / rel
-        lbl = (tmp / "labels" / split / rel).with_suffix(".txt")
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        lbl.parent.mkdir(parents=True, exist_ok=True)
-        src = (root / im["file_name"]).absolute()
+        rel_s = str(rel)
+        dst = os.path.join(base, "images", split, rel_s)
+        lbl = os.path.join(base, "labels", split, os.path.splitext(rel_s)[0] + ".txt")
+        for d in (os.path.dirname(dst), os.path.dirname(lbl)):
+            if d not in made:
+                os.makedirs(d, exist_ok=True)
+                made.add(d)
+        src = os.path.join(src_root, im["file_name"])
         if opts.copy:
             shutil.copy2(src, dst)
         else:
             os.symlink(src, dst)
-        lines = yolo_label_lines(anns_of[im["id"]], cmap, (im["width"], im["height"]))
-        lbl.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
+        lines = lines_of[im["id"]]
+        with open(lbl, "w", encoding="utf-8") as fh:
+            fh.write("".join(f"{line}\n" for line in lines))
         n_images[split] += 1
         n_lines[split] += len(lines)
-        linked[im["id"]] = f"images/{split}/{rel}"
+        linked[im["id"]] = f"images/{split}/{rel_s}"
     return dict(n_images), dict(n_lines), linked
 
 

@@ -18,7 +18,7 @@ import yaml
 
 from .boxes import clip_xywh, xywh_to_yolo
 from .cocodata import CategoryMap, load_dataset
-from .convert import MARKER, dataset_relpath
+from .convert import MARKER, dataset_relpath, format_label_lines
 from .errors import UserError
 from .fileio import atomic_dir
 from .results import Detections, load_results
@@ -33,13 +33,10 @@ def select_pseudo(dets: Detections, images: list[dict[str, Any]], cmap: Category
     per_class: Counter[str] = Counter()
     for iid in np.unique(keep.image_id).tolist():
         sel = keep.image_id == iid
-        boxes = clip_xywh(keep.xywh[sel], sizes[iid])
-        yolo = xywh_to_yolo(boxes, sizes[iid])
-        rows = []
-        for cid, (xc, yc, w, h) in zip(keep.category_id[sel].tolist(), yolo.tolist()):
-            if w > 0 and h > 0:
-                rows.append("%g %g %g %g %g" % (cmap.class_of(cid), xc, yc, w, h))
-                per_class[cmap.name_of(cid)] += 1
+        yolo = xywh_to_yolo(clip_xywh(keep.xywh[sel], sizes[iid]), sizes[iid])
+        cats = keep.category_id[sel].tolist()
+        rows = format_label_lines([cmap.class_of(c) for c in cats], yolo)
+        per_class.update(cmap.name_of(c) for c, (_, _, w, h) in zip(cats, yolo.tolist()) if w > 0 and h > 0)
         if rows:
             lines[iid] = rows
     return lines, per_class

@@ -1,0 +1,69 @@
+#!/usr/bin/env python
+"""Converter speed on the competition's train.json (4,883 images, 23,144 boxes) next to
+Ultralytics' convert_coco on the same file, alternated in the same run. Target: within 2x.
+
+    python bench/bench_convert.py [--reps 5]
+
+Images are not public: empty placeholder files stand in for them (links are still made).
+Ours does labels, links, data.yaml, categories.json, a 5-fold split (fold 0) and the split
+JSONs; convert_coco writes labels only. Also timed: the same with --clean.
+"""
+
+import argparse
+import json
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from common import SHARED, need, record
+
+from coco2yolo import ultra
+
+ultra.setup()
+from ultralytics.data.converter import convert_coco  # noqa: E402
+
+from coco2yolo.clean import CleanConfig  # noqa: E402
+from coco2yolo.convert import ConvertOptions, convert  # noqa: E402
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--reps", type=int, default=5)
+    args = p.parse_args()
+    src = need(SHARED / "datasets" / "recycle" / "train.json")
+    work = Path(tempfile.mkdtemp(prefix="bench_convert_"))
+    data = json.loads(src.read_text())
+    for im in data["images"]:
+        f = work / "img" / im["file_name"]
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.touch()
+    (work / "coco").mkdir()
+    (work / "coco" / "train.json").symlink_to(src)
+    times = {"ours": [], "ours_clean": [], "convert_coco": []}
+    for rep in range(args.reps):
+        for name in ("convert_coco", "ours", "ours_clean") if rep % 2 else ("ours", "ours_clean", "convert_coco"):
+            out = work / f"{name}_{rep}"
+            t = time.perf_counter()
+            if name == "convert_coco":
+                convert_coco(labels_dir=str(work / "coco"), save_dir=str(out), use_segments=False, cls91to80=False)
+            else:
+                convert(src, out, ConvertOptions(images_root=work / "img", folds=5, fold=0, seed=0,
+                                                 clean=CleanConfig() if name == "ours_clean" else None))
+            times[name].append(time.perf_counter() - t)
+            shutil.rmtree(out, ignore_errors=True)
+    shutil.rmtree(work, ignore_errors=True)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    record("convert", {
+        "command": "python bench/bench_convert.py --reps %d" % args.reps,
+        "seconds_median": {k: round(v, 3) for k, v in med.items()},
+        "seconds_all": {k: [round(x, 3) for x in v] for k, v in times.items()},
+        "ratio_ours_to_convert_coco": round(med["ours"] / med["convert_coco"], 2),
+        "ratio_ours_clean_to_convert_coco": round(med["ours_clean"] / med["convert_coco"], 2),
+        "target": "ours within 2x of convert_coco",
+    })
+
+
+if __name__ == "__main__":
+    main()
