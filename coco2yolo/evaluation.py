@@ -185,30 +185,54 @@ def match_iou50(gt: dict[str, Any], dets: Detections, cat_ids: list[int], max_de
     return out
 
 
+@njit(cache=True)
+def _ap_weighted(det_img, det_tp, det_fp, npig_img, weights, rec_thrs, out):
+    """COCOeval's accumulate for one class, once per row of ``weights`` (image weights).
+
+    Detections are in accumulate order; ``out[b]`` gets the AP, NaN when there is no ground truth.
+    """
+    n = len(det_img)
+    rc = np.empty(n)
+    pr = np.empty(n)
+    eps = np.spacing(1.0)
+    for b in range(weights.shape[0]):
+        npig = 0.0
+        for i in range(len(npig_img)):
+            npig += weights[b, i] * npig_img[i]
+        if npig <= 0:
+            out[b] = np.nan
+            continue
+        tp = 0.0
+        fp = 0.0
+        for j in range(n):
+            w = weights[b, det_img[j]]
+            if det_tp[j]:
+                tp += w
+            if det_fp[j]:
+                fp += w
+            rc[j] = tp / npig
+            pr[j] = tp / (fp + tp + eps)
+        for j in range(n - 2, -1, -1):
+            if pr[j + 1] > pr[j]:
+                pr[j] = pr[j + 1]
+        q = 0.0
+        ptr = 0
+        for r in rec_thrs:
+            while ptr < n and rc[ptr] < r:
+                ptr += 1
+            if ptr < n:
+                q += pr[ptr]
+        out[b] = q / len(rec_thrs)
+
+
 def ap_from_matches(m: Matches, weights: np.ndarray | None = None) -> np.ndarray:
     """AP50 per class, (C,) or (B, C) for a (B, n_images) matrix of image weights; NaN without GT."""
-    w = np.ones((1, m.n_images)) if weights is None else np.atleast_2d(weights).astype(np.float64)
-    n_b, n_cat = w.shape[0], len(m.det_img)
-    ap = np.full((n_b, n_cat), np.nan)
-    for k in range(n_cat):
-        npig = w @ m.npig[k]
-        has = npig > 0
-        if not has.any():
-            continue
-        if len(m.det_img[k]) == 0:
-            ap[has, k] = 0.0
-            continue
-        wd = w[:, m.det_img[k]]
-        tp = np.cumsum(wd * m.det_tp[k], axis=1)
-        fp = np.cumsum(wd * m.det_fp[k], axis=1)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            rc = tp / npig[:, None]
-        pr = tp / (fp + tp + np.spacing(1))
-        pr = np.maximum.accumulate(pr[:, ::-1], axis=1)[:, ::-1]
-        for b in np.flatnonzero(has):
-            inds = np.searchsorted(rc[b], REC_THRS, side="left")
-            q = np.where(inds < pr.shape[1], pr[b, np.minimum(inds, pr.shape[1] - 1)], 0.0)
-            ap[b, k] = q.mean()
+    w = np.ones((1, m.n_images)) if weights is None else np.atleast_2d(np.asarray(weights, np.float64))
+    ap = np.empty((w.shape[0], len(m.det_img)))
+    for k in range(len(m.det_img)):
+        col = np.empty(w.shape[0])
+        _ap_weighted(m.det_img[k], m.det_tp[k], m.det_fp[k], m.npig[k].astype(np.float64), w, REC_THRS, col)
+        ap[:, k] = col
     return ap if weights is not None else ap[0]
 
 
@@ -225,10 +249,9 @@ def bootstrap_weights(n_images: int, n_boot: int, seed: int) -> np.ndarray:
     return rng.multinomial(n_images, np.full(n_images, 1.0 / n_images), size=n_boot).astype(np.float64)
 
 
-def bootstrap_map50(m: Matches, weights: np.ndarray, chunk: int = 100) -> np.ndarray:
+def bootstrap_map50(m: Matches, weights: np.ndarray) -> np.ndarray:
     """mAP50 for each row of ``weights``."""
-    return np.concatenate([nanmean_rows(ap_from_matches(m, weights[i:i + chunk]))
-                           for i in range(0, len(weights), chunk)])
+    return nanmean_rows(ap_from_matches(m, weights))
 
 
 def interval(samples: np.ndarray, level: float = 0.95) -> tuple[float, float]:
