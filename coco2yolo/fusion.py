@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 from .errors import UserError
 from .results import Detections
@@ -35,20 +35,48 @@ class Stacked:
     xyxy: np.ndarray    # (N, 4) float64, normalised, not yet clipped
 
 
+def _order_by(*keys: np.ndarray) -> np.ndarray:
+    """Row order sorting by ``keys`` (most significant first; the last key must make rows unique).
+
+    One argsort of a packed int64 key when it fits (several times faster than np.lexsort),
+    else np.lexsort. Keys are non-negative integers.
+    """
+    span = [int(k.max()) + 1 if len(k) else 1 for k in keys]
+    if np.prod([float(v) for v in span]) < 2.0**62:
+        packed = np.zeros(len(keys[0]), np.int64)
+        for k, v in zip(keys, span):
+            packed = packed * v + k
+        return np.argsort(packed)
+    return np.lexsort(keys[::-1])
+
+
+def image_index(d: Detections, image_ids: list[int], t: int) -> np.ndarray:
+    """Position of each detection's image in ``image_ids``."""
+    ids = np.asarray(image_ids, np.int64)
+    if len(d) == 0:
+        return np.zeros(0, np.int64)
+    sort = np.argsort(ids, kind="stable")
+    pos = np.minimum(np.searchsorted(ids[sort], d.image_id), len(ids) - 1)
+    found = ids[sort][pos] == d.image_id
+    if not found.all():
+        raise UserError(f"results file {t + 1}: image_id {int(d.image_id[~found][0])} is not in the images JSON")
+    return sort[pos].astype(np.int64)
+
+
 def stack(models: list[Detections], image_ids: list[int], sizes_wh: np.ndarray) -> Stacked:
     """Normalise every model's boxes by image size and order rows by (image, model, file order)."""
-    row = {iid: i for i, iid in enumerate(image_ids)}
     parts = []
     for t, d in enumerate(models):
-        idx = np.array([row[i] for i in d.image_id.tolist()], np.int64)
+        idx = image_index(d, image_ids, t)
         w, h = sizes_wh[idx, 0], sizes_wh[idx, 1]
         x, y, bw, bh = d.xywh.T
         xyxy = np.stack([x / w, y / h, (x + bw) / w, (y + bh) / h], axis=1)
         parts.append((idx, np.full(len(d), t), d.category_id.astype(np.int64), d.score, xyxy, np.arange(len(d))))
     img, model, label, score, xyxy, pos = (np.concatenate([p[k] for p in parts]) if parts else np.zeros(0)
                                            for k in range(6))
-    order = np.lexsort((pos, model, img))
-    return Stacked(img[order].astype(np.int64), model[order].astype(np.int64), label[order].astype(np.int64),
+    img, model, pos = img.astype(np.int64), model.astype(np.int64), pos.astype(np.int64)
+    order = _order_by(img, model, pos)
+    return Stacked(img[order], model[order], label[order].astype(np.int64),
                    score[order].astype(np.float64), xyxy[order].reshape(-1, 4).astype(np.float64))
 
 
@@ -213,69 +241,103 @@ def _final_order(img, label, score, xyxy):
 
 # --- non-maximum suppression ----------------------------------------------------------------------
 
-@njit(cache=True)
-def _nms_kernel(off, box, score, thresh, keep):
-    """``nms_float_fast`` per segment (numba's argsort, like the reference); marks kept rows."""
-    for s in range(len(off) - 1):
-        a, b = off[s], off[s + 1]
-        sc = score[a:b].copy()
-        order = sc.argsort()[::-1]
-        x1, y1, x2, y2 = box[a:b, 0], box[a:b, 1], box[a:b, 2], box[a:b, 3]
-        areas = (x2 - x1) * (y2 - y1)
-        alive = np.ones(b - a, dtype=np.bool_)
-        for oi in range(b - a):
-            i = order[oi]
-            if not alive[oi]:
+# nnan/ninf only: inputs are finite (the results loader checks), so no result changes; no
+# reassociation or FMA contraction is allowed, which keeps the arithmetic identical to the reference.
+@njit(cache=True, parallel=True, fastmath={"nnan", "ninf"})
+def _nms_images(img_off, rows, model, label, score, xywh, sizes_wh, img_of_row, weights, use_weights, wsum,
+                thresh, out_row, out_box, out_score, n_kept):
+    """``ensemble_boxes.nms`` for every image (rows of image g: ``rows[img_off[g]:img_off[g + 1]]``,
+    in scan order). Per image, as the reference: scale scores by weights, normalise, clip to [0, 1],
+    order corners, drop zero-area boxes; per label in ascending order, ``nms_float_fast`` (numba's
+    argsort, as in the reference). Kept boxes go, in the reference's output order, to positions
+    ``img_off[g] ...`` of the outputs; ``n_kept[g]`` says how many."""
+    for g in prange(len(img_off) - 1):
+        a, b = img_off[g], img_off[g + 1]
+        n = b - a
+        bx = np.empty((n, 4))
+        sc = np.empty(n)
+        lab = np.empty(n, dtype=np.int64)
+        src = np.empty(n, dtype=np.int64)
+        m = 0
+        for k in range(n):
+            r = rows[a + k]
+            width, height = sizes_wh[img_of_row[r], 0], sizes_wh[img_of_row[r], 1]
+            x1 = min(max(xywh[r, 0] / width, 0.0), 1.0)
+            y1 = min(max(xywh[r, 1] / height, 0.0), 1.0)
+            x2 = min(max((xywh[r, 0] + xywh[r, 2]) / width, 0.0), 1.0)
+            y2 = min(max((xywh[r, 1] + xywh[r, 3]) / height, 0.0), 1.0)
+            x1, x2 = min(x1, x2), max(x1, x2)
+            y1, y2 = min(y1, y2), max(y1, y2)
+            if (x2 - x1) * (y2 - y1) == 0:
                 continue
-            keep[a + i] = True
-            for oj in range(oi + 1, b - a):
-                if not alive[oj]:
+            bx[m, 0], bx[m, 1], bx[m, 2], bx[m, 3] = x1, y1, x2, y2
+            sc[m] = (score[r] * weights[model[r]]) / wsum if use_weights else score[r]
+            lab[m] = label[r]
+            src[m] = r
+            m += 1
+        by_label = np.argsort(lab[:m], kind="mergesort")  # ascending labels, scan order within
+        kept = 0
+        start = 0
+        while start < m:
+            end = start + 1
+            while end < m and lab[by_label[end]] == lab[by_label[start]]:
+                end += 1
+            cnt = end - start
+            seg_scores = np.empty(cnt)
+            for k in range(cnt):
+                seg_scores[k] = sc[by_label[start + k]]
+            order = seg_scores.argsort()[::-1]
+            x1s, y1s, x2s, y2s, ar = np.empty(cnt), np.empty(cnt), np.empty(cnt), np.empty(cnt), np.empty(cnt)
+            pos = np.empty(cnt, dtype=np.int64)
+            for k in range(cnt):
+                p = by_label[start + order[k]]
+                pos[k] = p
+                x1s[k], y1s[k], x2s[k], y2s[k] = bx[p, 0], bx[p, 1], bx[p, 2], bx[p, 3]
+                ar[k] = (x2s[k] - x1s[k]) * (y2s[k] - y1s[k])
+            alive = np.ones(cnt, dtype=np.uint8)
+            for i in range(cnt):
+                if not alive[i]:
                     continue
-                j = order[oj]
-                w = max(0.0, min(x2[i], x2[j]) - max(x1[i], x1[j]))
-                h = max(0.0, min(y2[i], y2[j]) - max(y1[i], y1[j]))
-                inter = w * h
-                ovr = inter / (areas[i] + areas[j] - inter)
-                if not ovr <= thresh:
-                    alive[oj] = False
+                p = pos[i]
+                out_row[a + kept] = src[p]
+                out_score[a + kept] = sc[p]
+                for c in range(4):
+                    out_box[a + kept, c] = bx[p, c]
+                kept += 1
+                ax1, ay1, ax2, ay2, area_i = x1s[i], y1s[i], x2s[i], y2s[i], ar[i]
+                for j in range(i + 1, cnt):  # branch-free: the reference's IoU and its `ovr <= thresh`
+                    w = max(min(ax2, x2s[j]) - max(ax1, x1s[j]), 0.0)
+                    h = max(min(ay2, y2s[j]) - max(ay1, y1s[j]), 0.0)
+                    inter = w * h
+                    alive[j] &= np.uint8(inter / (area_i + ar[j] - inter) <= thresh)
+            start = end
+        n_kept[g] = kept
 
 
-@njit(cache=True)
-def _kept_in_order(off, score, keep, out):
-    """Row indices of kept boxes, per segment in the reference's selection order."""
-    n = 0
-    for s in range(len(off) - 1):
-        a, b = off[s], off[s + 1]
-        order = score[a:b].copy().argsort()[::-1]
-        for oi in range(b - a):
-            if keep[a + order[oi]]:
-                out[n] = a + order[oi]
-                n += 1
-    return n
-
-
-def nms(st: Stacked, n_models: int, weights: np.ndarray | None, iou_thr: float
-        ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def nms(models: list[Detections], image_ids: list[int], sizes_wh: np.ndarray, weights: np.ndarray | None,
+        iou_thr: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """``ensemble_boxes.nms`` for every image; rows per image in sorted-label, then kept order."""
-    score = st.score.astype(np.float64)
-    if weights is not None:
-        wts = np.asarray(weights, np.float64)
-        score = (score * wts[st.model]) / wts.sum()
-    box = np.clip(st.xyxy, 0.0, 1.0)
-    box = np.concatenate([np.minimum(box[:, :2], box[:, 2:]), np.maximum(box[:, :2], box[:, 2:])], axis=1)
-    ok = (box[:, 2] - box[:, 0]) * (box[:, 3] - box[:, 1]) != 0
-    img, lab, box, score = st.img[ok], st.label[ok], box[ok], score[ok]
-    order = np.lexsort((np.arange(len(img)), lab, img))  # per image: sorted labels, scan order within
-    img, lab, box, score = img[order], lab[order], np.ascontiguousarray(box[order]), score[order]
+    idx = [image_index(d, image_ids, t) for t, d in enumerate(models)]
+    img = np.concatenate(idx) if idx else np.zeros(0, np.int64)
     if len(img) == 0:
-        return img, lab, score, box
-    starts = np.flatnonzero(np.r_[True, (img[1:] != img[:-1]) | (lab[1:] != lab[:-1])])
-    off = np.r_[starts, len(img)].astype(np.int64)
-    keep = np.zeros(len(img), np.bool_)
-    _nms_kernel(off, box, score, float(iou_thr), keep)
-    rows = np.zeros(int(keep.sum()), np.int64)
-    _kept_in_order(off, score, keep, rows)
-    return img[rows], lab[rows], score[rows], box[rows]
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0), np.zeros((0, 4))
+    model = np.repeat(np.arange(len(models)), [len(d) for d in models])
+    label = np.concatenate([d.category_id for d in models]).astype(np.int64)
+    score = np.concatenate([d.score for d in models]).astype(np.float64)
+    xywh = np.ascontiguousarray(np.concatenate([d.xywh for d in models]), dtype=np.float64)
+    rows = np.argsort(img, kind="stable")  # model-major, file order within an image (timsort merges runs)
+    img_off = np.searchsorted(img[rows], np.arange(len(image_ids) + 1)).astype(np.int64)
+    wts = np.ones(len(models)) if weights is None else np.asarray(weights, np.float64)
+    out_row = np.empty(len(img), np.int64)
+    out_box = np.empty((len(img), 4))
+    out_score = np.empty(len(img))
+    n_kept = np.zeros(len(image_ids), np.int64)
+    _nms_images(img_off, rows, model, label, score, xywh, np.ascontiguousarray(sizes_wh, dtype=np.float64), img,
+                wts, weights is not None, float(wts.sum()), float(iou_thr), out_row, out_box, out_score, n_kept)
+    counts = np.diff(img_off)
+    sel = (np.arange(len(img)) - np.repeat(img_off[:-1], counts)) < np.repeat(n_kept, counts)
+    kept_rows = out_row[sel]
+    return img[kept_rows], label[kept_rows], out_score[sel], out_box[sel]
 
 
 # --- the other methods, from ensemble-boxes itself --------------------------------------------------
@@ -336,15 +398,16 @@ def fuse(models: list[Detections], image_ids: list[int], sizes_wh: np.ndarray, m
     if weights is not None and (min(weights) < 0 or sum(weights) <= 0):
         raise UserError(f"--weights must be >= 0 with a positive sum, got {weights}")
     sizes_wh = np.asarray(sizes_wh, np.float64).reshape(-1, 2)
-    st = stack(models, image_ids, sizes_wh)
     w = None if weights is None else np.asarray(weights, np.float64)
-    if method == "wbf":
-        img, lab, score, xyxy = wbf(st, len(models), w, iou_thr, skip_box_thr, conf_type)
-    elif method == "nms":
-        img, lab, score, xyxy = nms(st, len(models), w, iou_thr)
+    if method == "nms":
+        img, lab, score, xyxy = nms(models, image_ids, sizes_wh, w, iou_thr)
     else:
-        img, lab, score, xyxy = per_image_reference(st, len(models), method, w, iou_thr, skip_box_thr,
-                                                    sigma, soft_thresh)
+        st = stack(models, image_ids, sizes_wh)
+        if method == "wbf":
+            img, lab, score, xyxy = wbf(st, len(models), w, iou_thr, skip_box_thr, conf_type)
+        else:
+            img, lab, score, xyxy = per_image_reference(st, len(models), method, w, iou_thr, skip_box_thr,
+                                                        sigma, soft_thresh)
     finite = np.isfinite(xyxy).all(axis=1) & np.isfinite(score)  # NMW divides by 0 for all-zero scores
     img, lab, score, xyxy = img[finite], lab[finite], score[finite], xyxy[finite]
     wh = sizes_wh[img] if len(img) else np.zeros((0, 2))
