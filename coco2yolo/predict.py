@@ -201,9 +201,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if unread and args.strict:
             raise UserError(f"{len(unread)} of {len(images)} images could not be read (first: "
                             f"{', '.join(im['file_name'] for im in unread[:5])}); nothing was written")
-        if out._csv is not None:
-            for im in unread:  # the submission still lists every image
-                out.add(im, np.zeros(0, np.int64), np.zeros((0, 4)), np.zeros(0))
+        for im in unread:  # the submission still lists every image (no boxes, so the JSON gains none)
+            out.add(im, np.zeros(0, np.int64), np.zeros((0, 4)), np.zeros(0))
     if unread:
         print(f"warning: {len(unread)} of {len(images)} images could not be read and have no predictions "
               f"(first: {', '.join(im['file_name'] for im in unread[:5])}); --strict makes this an error",

@@ -142,23 +142,28 @@ def build_model(cfg: dict[str, Any], cmap: CategoryMap, run_dir: Path) -> tuple[
     """The Ultralytics YOLO object to train, and a line saying where its weights came from."""
     from ultralytics import YOLO
 
-    from .legacy import import_legacy, read_legacy, save_ultralytics_checkpoint
+    from .legacy import import_legacy, read_legacy, save_ultralytics_checkpoint, target_yaml
 
-    weights_dir = Path(cfg["weights_dir"])
-    model = resolve_model_file(cfg["model"], weights_dir)
     init = cfg["weights"]
-    if init is None and model.endswith(".pt") and read_legacy(model) is not None:
-        init = model
+    if init is not None and not Path(init).is_file():
+        raise UserError(f"--weights {init}: file not found")
+    legacy = read_legacy(init) if init is not None else None
+    model = None
+    if legacy is None:
+        model = resolve_model_file(cfg["model"], Path(cfg["weights_dir"]))
+        if init is None and model.endswith(".pt") and read_legacy(model) is not None:
+            init, legacy = model, read_legacy(model)
     try:
+        if legacy is not None:
+            arch = target_yaml(legacy["yaml"], str(init))
+            if model is None and cfg["model"] not in (config.defaults()["model"], arch):
+                raise UserError(f"--weights {init} is a {arch.replace('u.yaml', '')} checkpoint: it imports into "
+                                f"{arch}, not --model {cfg['model']}; drop --model or pass --model {arch}")
+            net, msg = import_legacy(init, len(cmap), cmap.names)
+            ckpt = save_ultralytics_checkpoint(net, run_dir.parent / f"{run_dir.name}.imported.pt")
+            return YOLO(str(ckpt)), msg
         if init is not None:
-            if not Path(init).is_file():
-                raise UserError(f"--weights {init}: file not found")
-            if read_legacy(init) is not None:
-                net, msg = import_legacy(init, len(cmap), cmap.names)
-                ckpt = save_ultralytics_checkpoint(net, run_dir.parent / f"{run_dir.name}.imported.pt")
-                return YOLO(str(ckpt)), msg
-            yolo = YOLO(model).load(init)
-            return yolo, f"initialised {model} from {init} (tensors of matching shape)"
+            return YOLO(model).load(init), f"initialised {model} from {init} (tensors of matching shape)"
         yolo = YOLO(model)
         return yolo, f"built {model} from scratch" if model.endswith((".yaml", ".yml")) else f"started from {model}"
     except UserError:

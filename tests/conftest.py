@@ -55,12 +55,12 @@ def yolo_data(sample, tmp_path_factory) -> Path:
     return out
 
 
-def train_tiny(data_yaml: Path, name: str, weights_dir: Path, *extra: str, model: str = "yolov5nu.yaml") -> Path:
-    """One CPU epoch of a nano model at 64 px; returns the weights path."""
+def train_tiny(data_yaml: Path, name: str, weights_dir: Path, *extra: str, model: str | None = "yolov5nu.yaml") -> Path:
+    """One CPU epoch of a nano model at 64 px (``model=None``: the default model); returns the weights path."""
     from coco2yolo import train
 
     args = train.get_args_parser().parse_args([
-        "--data", str(data_yaml), "--model", model, "--epochs", "1", "--imgsz", "64", "--batch", "8",
+        "--data", str(data_yaml), *(["--model", model] if model else []), "--epochs", "1", "--imgsz", "64", "--batch", "8",
         "--device", "cpu", "--workers", "0", "--seed", "0", "--name", name,
         "--weights-dir", str(weights_dir), *extra])
     assert train.main(args) == 0

@@ -1,4 +1,5 @@
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -70,11 +71,19 @@ def test_legacy_checkpoint_import_copies_every_tensor_and_trains(yolo_data, tmp_
     body = [k for k in src if int(k.split(".")[1]) < 24]
     assert len(body) == 342 and all(torch.equal(dst[k], src[k]) for k in body)
     assert "imported 342 of 349 tensors" in msg and "yolov5nu.yaml" in msg
-    w = train_tiny(yolo_data / "data.yaml", "legacy", tmp_path, "--weights", str(LEGACY))
+    # no --model: the architecture comes from the checkpoint (the default yolov5lu.pt need not exist)
+    w = train_tiny(yolo_data / "data.yaml", "legacy", tmp_path, "--weights", str(LEGACY), model=None)
     side = json.loads(w.with_suffix(".json").read_text())
     assert side["origin"].startswith("imported 342")
     trained = _state(w)
     assert any(not torch.equal(trained[k].float(), src[k].float()) for k in body if k.endswith("conv.weight"))
+
+
+@need(LEGACY)
+def test_legacy_checkpoint_refuses_a_conflicting_model(yolo_data, tmp_path, capsys):
+    code, _, err = _cli(["--data", yolo_data / "data.yaml", "--weights", LEGACY, "--model", "yolov5su.yaml",
+                         "--device", "cpu", "--weights-dir", tmp_path], capsys)
+    assert code == 2 and "imports into yolov5nu.yaml, not --model yolov5su.yaml" in err
 
 
 def test_pseudo_selection_and_merge(yolo_data, sample, tmp_path):
@@ -163,3 +172,28 @@ def test_category_map_that_does_not_match_the_labels(yolo_data, tmp_path, capsys
     label.write_text("12 0.5 0.5 0.1 0.1\n")
     code, _, err = _cli(["--data", ds / "data.yaml"], capsys)
     assert code == 2 and "class '12' is not in the category map (0..9)" in err
+
+
+def test_resume_continues_an_interrupted_run(yolo_data, tmp_path, monkeypatch):
+    from ultralytics.engine import trainer as ul_trainer
+
+    original = ul_trainer.BaseTrainer.validate
+    calls = {"n": 0}
+
+    def validate_then_stop(self):
+        calls["n"] += 1
+        if calls["n"] == 2:  # epoch 2 ends: stop as a killed run would, after epoch 1 was saved
+            raise KeyboardInterrupt
+        return original(self)
+
+    monkeypatch.setattr(ul_trainer.BaseTrainer, "validate", validate_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        train_tiny(yolo_data / "data.yaml", "resumable", tmp_path, "--epochs", "3")
+    assert not (tmp_path / "resumable.pt").exists()
+    last = Path(os.environ["COCO2YOLO_RUNS"]) / "train" / "resumable" / "weights" / "last.pt"
+    assert torch.load(last, map_location="cpu", weights_only=False)["epoch"] == 0
+    monkeypatch.setattr(ul_trainer.BaseTrainer, "validate", original)
+    w = train_tiny(yolo_data / "data.yaml", "resumable", tmp_path, "--epochs", "3", "--resume")
+    side = json.loads(w.with_suffix(".json").read_text())
+    assert side["origin"].startswith("resumed from") and w.exists()
+    assert torch.load(last, map_location="cpu", weights_only=False)["epoch"] == -1  # finished
