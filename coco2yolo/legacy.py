@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,9 @@ from .errors import UserError
 # (depth_multiple, width_multiple) -> scale letter of Ultralytics' yolov5u.yaml
 SCALES = {(0.33, 0.25): "n", (0.33, 0.5): "s", (0.67, 0.75): "m", (1.0, 1.0): "l", (1.33, 1.25): "x"}
 _LEGACY_ROOTS = ("models", "utils")
+# How a pickle names the class models.yolo.Model: GLOBAL (protocol 2, what torch.save uses) or
+# the module string of STACK_GLOBAL (protocol 4).
+_LEGACY_MARKERS = (b"cmodels.yolo\n", b"\x8c\x0bmodels.yolo")
 
 
 class _Stub(nn.Module):
@@ -46,6 +50,17 @@ class _Unpickler(pickle.Unpickler):
 class _PickleModule:
     Unpickler = _Unpickler
     load = staticmethod(pickle.load)
+
+
+def is_legacy(path: str | os.PathLike) -> bool:
+    """Whether a checkpoint pickles yolov5-repo classes, read from its pickle without loading tensors."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            pkl = next((n for n in zf.namelist() if n.endswith("data.pkl")), None)
+            data = zf.read(pkl) if pkl else b""
+    except (zipfile.BadZipFile, OSError):
+        return read_legacy(path) is not None  # the pre-1.6 torch format: load it to know
+    return any(marker in data for marker in _LEGACY_MARKERS)
 
 
 def read_legacy(path: str | os.PathLike) -> dict[str, Any] | None:
@@ -73,16 +88,17 @@ def target_yaml(legacy_yaml: dict[str, Any], source: str) -> str:
     return f"yolov5{SCALES[key]}{'6' if p6 else ''}u.yaml"
 
 
-def import_legacy(path: str | os.PathLike, nc: int, names: list[str] | None = None
-                  ) -> tuple[nn.Module, str]:
+def import_legacy(path: str | os.PathLike, nc: int, names: list[str] | None = None,
+                  legacy: dict[str, Any] | None = None) -> tuple[nn.Module, str]:
     """Build the matching ``yolov5*u`` model for ``nc`` classes with the legacy tensors copied in.
 
-    Returns the model and a one-line summary. Raises UserError if the file is not a legacy
-    checkpoint or any backbone/neck tensor is missing or has a different shape.
+    ``legacy``: the file as :func:`read_legacy` returned it, if already read. Returns the model and
+    a one-line summary. Raises UserError if the file is not a legacy checkpoint or any
+    backbone/neck tensor is missing or has a different shape.
     """
     from ultralytics.nn.tasks import DetectionModel
 
-    legacy = read_legacy(path)
+    legacy = legacy if legacy is not None else read_legacy(path)
     if legacy is None:
         raise UserError(f"{path} is not a checkpoint of the yolov5 repository")
     cfg = target_yaml(legacy["yaml"], str(path))

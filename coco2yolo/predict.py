@@ -132,9 +132,9 @@ def iterate_predictions(model: Any, paths: list[str], **predict_args: Any) -> It
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Predict every image of ``args.images`` and write the outputs; return a summary."""
-    cmap, train_imgsz, _ = read_sidecar(args.weights)
     if not Path(args.weights).is_file():
         raise UserError(f"weights not found: {args.weights}")
+    cmap, train_imgsz, _ = read_sidecar(args.weights)
     images, root, made_up_ids = image_records(args.images)
     by_path: dict[str, dict[str, Any]] = {}
     missing = []
@@ -162,9 +162,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from tqdm import tqdm
     from ultralytics import YOLO
 
-    from .train import check_device
-
-    check_device(args.device)
+    ultra.check_device(args.device)
     model = YOLO(str(args.weights))
     names = getattr(model, "names", None) or {}
     if len(names) != len(cmap):

@@ -35,23 +35,6 @@ PRESETS = ("none", "weather")
 
 # --- checks -------------------------------------------------------------------------------------
 
-def check_device(device: str) -> None:
-    """Refuse CUDA device ids this machine does not have (one line instead of a traceback)."""
-    d = str(device).strip().lower().replace("cuda:", "")
-    if d in ("", "cpu", "mps"):
-        return
-    parts = d.split(",")
-    if not all(p.strip().isdigit() for p in parts):
-        raise UserError(f"--device must be cpu, a GPU index like 0, or a list like 0,1,2,3; got {device!r}")
-    import torch
-
-    n = torch.cuda.device_count()
-    missing = [p for p in parts if int(p) >= n]
-    if missing:
-        have = "no CUDA device (use --device cpu)" if n == 0 else f"CUDA devices 0..{n - 1}"
-        raise UserError(f"--device {device}: CUDA device {missing[0]} does not exist; this machine has {have}")
-
-
 def _names_list(names: Any, source: str) -> list[str]:
     if isinstance(names, dict):
         if sorted(names) != list(range(len(names))):
@@ -142,16 +125,16 @@ def build_model(cfg: dict[str, Any], cmap: CategoryMap, run_dir: Path) -> tuple[
     """The Ultralytics YOLO object to train, and a line saying where its weights came from."""
     from ultralytics import YOLO
 
-    from .legacy import import_legacy, read_legacy, save_ultralytics_checkpoint, target_yaml
+    from .legacy import import_legacy, is_legacy, read_legacy, save_ultralytics_checkpoint, target_yaml
 
     init = cfg["weights"]
     if init is not None and not Path(init).is_file():
         raise UserError(f"--weights {init}: file not found")
-    legacy = read_legacy(init) if init is not None else None
+    legacy = read_legacy(init) if init is not None and is_legacy(init) else None
     model = None
     if legacy is None:
         model = resolve_model_file(cfg["model"], Path(cfg["weights_dir"]))
-        if init is None and model.endswith(".pt") and read_legacy(model) is not None:
+        if init is None and model.endswith(".pt") and is_legacy(model):
             init, legacy = model, read_legacy(model)
     try:
         if legacy is not None:
@@ -159,7 +142,7 @@ def build_model(cfg: dict[str, Any], cmap: CategoryMap, run_dir: Path) -> tuple[
             if model is None and cfg["model"] not in (config.defaults()["model"], arch):
                 raise UserError(f"--weights {init} is a {arch.replace('u.yaml', '')} checkpoint: it imports into "
                                 f"{arch}, not --model {cfg['model']}; drop --model or pass --model {arch}")
-            net, msg = import_legacy(init, len(cmap), cmap.names)
+            net, msg = import_legacy(init, len(cmap), cmap.names, legacy)
             ckpt = save_ultralytics_checkpoint(net, run_dir.parent / f"{run_dir.name}.imported.pt")
             return YOLO(str(ckpt)), msg
         if init is not None:
@@ -207,7 +190,7 @@ def run(cfg: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     """Train with a resolved config; return the sidecar dict (also written to weights/N.json)."""
     ultra.setup()
     data_yaml, _, cmap, from_file = check_data(cfg["data"])
-    check_device(cfg["device"])
+    ultra.check_device(cfg["device"])
     if cfg["epochs"] < 1 or cfg["imgsz"] < 32 or cfg["imgsz"] % 32 or (cfg["batch"] < 1 and cfg["batch"] != -1):
         raise UserError(f"need epochs >= 1, imgsz a multiple of 32 (>= 32), batch >= 1 or -1; got "
                         f"epochs={cfg['epochs']}, imgsz={cfg['imgsz']}, batch={cfg['batch']}")

@@ -63,3 +63,22 @@ def setup(threads: int | None = None) -> ModuleType:
         _ready = True
     torch_utils.NUM_THREADS = threads or os.cpu_count() or 1
     return ultralytics
+
+
+def check_device(device: str) -> None:
+    """Refuse CUDA device ids this machine does not have (one line instead of a traceback)."""
+    from .errors import UserError
+
+    d = str(device).strip().lower().replace("cuda:", "")
+    if d in ("", "cpu", "mps"):
+        return
+    parts = d.split(",")
+    if not all(p.strip().isdigit() for p in parts):
+        raise UserError(f"--device must be cpu, a GPU index like 0, or a list like 0,1,2,3; got {device!r}")
+    import torch
+
+    n = torch.cuda.device_count()
+    missing = [p for p in parts if int(p) >= n]
+    if missing:
+        have = "no CUDA device (use --device cpu)" if n == 0 else f"CUDA devices 0..{n - 1}"
+        raise UserError(f"--device {device}: CUDA device {missing[0]} does not exist; this machine has {have}")

@@ -62,8 +62,10 @@ def test_config_file_then_flags_override(tmp_path):
 
 
 @need(LEGACY)
-def test_legacy_checkpoint_import_copies_every_tensor_and_trains(yolo_data, tmp_path):
-    from coco2yolo.legacy import import_legacy, read_legacy
+def test_legacy_checkpoint_import_copies_every_tensor_and_trains(yolo_data, tiny_weights, tmp_path):
+    from coco2yolo.legacy import import_legacy, is_legacy, read_legacy
+
+    assert is_legacy(LEGACY) and not is_legacy(tiny_weights) and read_legacy(tiny_weights) is None
 
     model, msg = import_legacy(LEGACY, nc=10)
     src = read_legacy(LEGACY)["state_dict"]
