@@ -155,7 +155,7 @@ def build_model(cfg: dict[str, Any], cmap: CategoryMap, run_dir: Path) -> tuple[
         raise UserError(f"cannot load model {cfg['model']!r}: {err}") from None
 
 
-# --- augmentation and determinism ---------------------------------------------------------------
+# --- augmentation --------------------------------------------------------------------------------
 
 def preset_transforms(name: str) -> list[Any] | None:
     """Albumentations transforms for ``--augment-preset`` (None for 'none')."""
