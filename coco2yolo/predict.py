@@ -160,10 +160,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
               f"they are written to {Path(args.out).with_suffix('.images.json')}", file=sys.stderr)
     ultra.setup()
     from tqdm import tqdm
-    from ultralytics import YOLO
+
+    from .checkpoint import load_yolo
 
     ultra.check_device(args.device)
-    model = YOLO(str(args.weights))
+    model = load_yolo(args.weights, args.trust_weights)
     names = getattr(model, "names", None) or {}
     if len(names) != len(cmap):
         raise UserError(f"{args.weights} predicts {len(names)} classes but its sidecar lists {len(cmap)}")
@@ -233,6 +234,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--vis-conf", type=float, default=0.25, help="score threshold for --save-vis drawings (0.25)")
     p.add_argument("--vis-max", type=int, default=50, help="at most this many drawn images (50)")
     p.add_argument("--strict", action="store_true", help="fail (write nothing) when an image cannot be read")
+    p.add_argument("--trust-weights", action="store_true",
+                   help="load the weights with the full pickle loader (it can run code: only for files you trust); "
+                        "by default a checkpoint naming anything but known model classes is refused")
     return p
 
 

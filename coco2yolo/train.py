@@ -122,37 +122,38 @@ def resolve_model_file(spec: str, weights_dir: Path) -> str:
 
 
 def build_model(cfg: dict[str, Any], cmap: CategoryMap, run_dir: Path) -> tuple[Any, str]:
-    """The Ultralytics YOLO object to train, and a line saying where its weights came from."""
-    from ultralytics import YOLO
+    """The Ultralytics YOLO object to train, and a line saying where its weights came from.
 
+    Every checkpoint is read through an allow-list (see :mod:`coco2yolo.checkpoint`) unless
+    ``trust_weights`` is set.
+    """
+    from .checkpoint import load_error, load_yolo
     from .legacy import import_legacy, is_legacy, read_legacy, save_ultralytics_checkpoint, target_yaml
 
-    init = cfg["weights"]
+    init, trust = cfg["weights"], cfg["trust_weights"]
     if init is not None and not Path(init).is_file():
         raise UserError(f"--weights {init}: file not found")
-    legacy = read_legacy(init) if init is not None and is_legacy(init) else None
+    legacy = read_legacy(init, trust) if init is not None and is_legacy(init, trust) else None
     model = None
     if legacy is None:
         model = resolve_model_file(cfg["model"], Path(cfg["weights_dir"]))
-        if init is None and model.endswith(".pt") and is_legacy(model):
-            init, legacy = model, read_legacy(model)
-    try:
-        if legacy is not None:
-            arch = target_yaml(legacy["yaml"], str(init))
-            if model is None and cfg["model"] not in (config.defaults()["model"], arch):
-                raise UserError(f"--weights {init} is a {arch.replace('u.yaml', '')} checkpoint: it imports into "
-                                f"{arch}, not --model {cfg['model']}; drop --model or pass --model {arch}")
-            net, msg = import_legacy(init, len(cmap), cmap.names, legacy)
-            ckpt = save_ultralytics_checkpoint(net, run_dir.parent / f"{run_dir.name}.imported.pt")
-            return YOLO(str(ckpt)), msg
-        if init is not None:
-            return YOLO(model).load(init), f"initialised {model} from {init} (tensors of matching shape)"
-        yolo = YOLO(model)
+        if init is None and model.endswith(".pt") and is_legacy(model, trust):
+            init, legacy = model, read_legacy(model, trust)
+    if legacy is not None:
+        arch = target_yaml(legacy["yaml"], str(init))
+        if model is None and cfg["model"] not in (config.defaults()["model"], arch):
+            raise UserError(f"--weights {init} is a {arch.replace('u.yaml', '')} checkpoint: it imports into "
+                            f"{arch}, not --model {cfg['model']}; drop --model or pass --model {arch}")
+        net, msg = import_legacy(init, len(cmap), cmap.names, legacy)
+        ckpt = save_ultralytics_checkpoint(net, run_dir.parent / f"{run_dir.name}.imported.pt")
+        return load_yolo(ckpt), msg
+    yolo = load_yolo(model, trust)
+    if init is None:
         return yolo, f"built {model} from scratch" if model.endswith((".yaml", ".yml")) else f"started from {model}"
-    except UserError:
-        raise
-    except (FileNotFoundError, TypeError, KeyError, RuntimeError, ValueError) as err:
-        raise UserError(f"cannot load model {cfg['model']!r}: {err}") from None
+    try:
+        return yolo.load(init), f"initialised {model} from {init} (tensors of matching shape)"
+    except Exception as err:  # noqa: BLE001 - a damaged or refused file is a user error
+        raise load_error(init, err) from None
 
 
 # --- augmentation --------------------------------------------------------------------------------
@@ -189,6 +190,7 @@ def default_name(data_yaml: Path, model: str, weights: str | None) -> str:
 def run(cfg: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     """Train with a resolved config; return the sidecar dict (also written to weights/N.json)."""
     ultra.setup()
+    ultra.trust_checkpoints(cfg["trust_weights"])
     data_yaml, _, cmap, from_file = check_data(cfg["data"])
     ultra.check_device(cfg["device"])
     if cfg["epochs"] < 1 or cfg["imgsz"] < 32 or cfg["imgsz"] % 32 or (cfg["batch"] < 1 and cfg["batch"] != -1):
@@ -212,14 +214,14 @@ def run(cfg: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
             data_yaml, cmap, Path(cfg["pseudo_labels"]), Path(cfg["pseudo_images"]), cfg["pseudo_conf"],
             project / f"{name}.pseudo")
         print(pseudo_note)
-    from ultralytics import YOLO
+    from .checkpoint import load_yolo
 
     t0 = time.time()
     if cfg["resume"]:
         last = run_dir / "weights" / "last.pt"
         if not last.is_file():
             raise UserError(f"--resume: no interrupted run {name!r} ({last} not found)")
-        yolo, origin = YOLO(str(last)), f"resumed from {last}"
+        yolo, origin = load_yolo(last, cfg["trust_weights"]), f"resumed from {last}"
         print(origin)
         yolo.train(resume=True)
     else:

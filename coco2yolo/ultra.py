@@ -1,7 +1,9 @@
-"""The one place that configures Ultralytics: offline, quiet, and using every CPU core.
+"""The one place that configures Ultralytics: offline, quiet, safe checkpoint loading, every CPU core.
 
 Call :func:`setup` before anything imports ``ultralytics``; every entry point does. It sets
-``YOLO_OFFLINE=1`` and ``YOLO_AUTOINSTALL=0``, points ``YOLO_CONFIG_DIR`` into the project's run
+``YOLO_OFFLINE=1`` and ``YOLO_AUTOINSTALL=0``, ``ULTRALYTICS_SAFE_LOAD=1`` (checkpoints are read
+with ``torch.load(weights_only=True)`` and an allow-list of model classes, so a crafted ``.pt``
+cannot run code; :func:`trust_checkpoints` lifts it for files the user vouches for), points ``YOLO_CONFIG_DIR`` into the project's run
 folder (unless the user set it), places matplotlib's DejaVuSans there as ``Arial.ttf`` and
 ``Arial.Unicode.ttf`` (Ultralytics' ``check_font`` would download them on every train/val), turns
 settings ``sync`` off, and makes Ultralytics' ``select_device`` use all CPU cores instead of
@@ -51,6 +53,7 @@ def setup(threads: int | None = None) -> ModuleType:
                                "first so that it starts offline")
         os.environ["YOLO_OFFLINE"] = "1"
         os.environ["YOLO_AUTOINSTALL"] = "0"
+        os.environ["ULTRALYTICS_SAFE_LOAD"] = "1"  # read when ultralytics.utils is first imported
         config_dir = Path(os.environ.setdefault("YOLO_CONFIG_DIR", str(runs_dir() / "ultralytics-config")))
         _install_fonts(config_dir)
     import ultralytics
@@ -63,6 +66,17 @@ def setup(threads: int | None = None) -> ModuleType:
         _ready = True
     torch_utils.NUM_THREADS = threads or os.cpu_count() or 1
     return ultralytics
+
+
+def trust_checkpoints(trust: bool) -> None:
+    """Load checkpoints with Ultralytics' full pickle loader (``trust``) or its safe, allow-listed one.
+
+    For this process; ``--trust-weights`` is the only caller that passes True.
+    """
+    setup()
+    from ultralytics.nn import tasks
+
+    tasks.SAFE_LOAD = not trust
 
 
 def check_device(device: str) -> None:
