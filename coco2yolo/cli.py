@@ -1,9 +1,19 @@
-"""Shared command-line plumbing: one-line errors, exit status 2, suggestions for typos."""
+"""Shared command-line plumbing: one-line errors, exit status 2, checked numbers, clean interruption.
+
+- :class:`ArgumentParser`: one-line errors with a suggestion for a mistyped flag, no prefix matching.
+- :func:`number`: argparse types that refuse NaN, infinities and values outside a stated range.
+- :func:`run`: a UserError becomes one line and status 2; Ctrl-C and SIGTERM unwind (every output is
+  a temporary until committed, so nothing half-written stays) and exit 130/143; output piped into
+  ``head`` or ``less`` that closes early ends quietly.
+"""
 
 from __future__ import annotations
 
 import argparse
 import difflib
+import math
+import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 
@@ -16,6 +26,42 @@ def closest(word: str, choices: Sequence[str]) -> str:
     """Return ' (did you mean X?)' for the closest choice, or '' when nothing is close."""
     match = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
     return f" (did you mean {match[0]}?)" if match else ""
+
+
+def _interval_text(lo: float | None, hi: float | None, lo_open: bool, hi_open: bool) -> str:
+    if lo is None and hi is None:
+        return "a finite number"
+    if hi is None:
+        return f"{'>' if lo_open else '>='} {lo:g}"
+    if lo is None:
+        return f"{'<' if hi_open else '<='} {hi:g}"
+    return f"in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
+
+
+def number(lo: float | None = None, hi: float | None = None, *, lo_open: bool = False, hi_open: bool = False,
+           integer: bool = False) -> Callable[[str], float | int]:
+    """An argparse ``type``: a finite number (an integer with ``integer``) within [lo, hi] (open ends
+    with ``lo_open``/``hi_open``); anything else is a one-line argparse error."""
+    def parse(text: str) -> float | int:
+        want = ("an integer " if integer else "a number ") + _interval_text(lo, hi, lo_open, hi_open)
+        try:
+            value = int(text) if integer else float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {want}, got {text!r}") from None
+        if not math.isfinite(value) or (lo is not None and (value <= lo if lo_open else value < lo)) or (
+                hi is not None and (value >= hi if hi_open else value > hi)):
+            raise argparse.ArgumentTypeError(f"must be {want}, got {text!r}")
+        return value
+
+    parse.__name__ = "integer" if integer else "number"
+    return parse
+
+
+FRACTION = number(0, 1)                         # [0, 1]: scores, probabilities
+IOU = number(0, 1, lo_open=True)                # (0, 1]
+POSITIVE_INT = number(1, integer=True)
+NONNEG_INT = number(0, integer=True)
+SEED = number(0, 2**32 - 1, integer=True)       # numpy's and torch's seed range
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -36,15 +82,58 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message} (see --help)\n")
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the process is so that every ``finally`` runs, as for Ctrl-C."""
+
+
+def _on_sigterm(signum, frame):  # noqa: ARG001 - signal handler signature
+    raise Terminated
+
+
+def _quiet_broken_pipe() -> None:
+    """stdout's reader is gone (``| head``): point stdout at /dev/null so the exit flush is silent."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
 def run(main: Callable[[argparse.Namespace], int | None], parser: argparse.ArgumentParser,
         argv: Sequence[str] | None = None) -> int:
     """Parse ``argv`` and call ``main``; a UserError becomes one line on stderr and status 2."""
     args = parser.parse_args(argv)
+    previous = None
+    try:
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    except ValueError:  # not the main thread: leave signals alone
+        pass
     try:
         return int(main(args) or 0)
     except UserError as err:
         print(f"{parser.prog}: error: {err}", file=sys.stderr)
         return EXIT_USER_ERROR
-    except KeyboardInterrupt:
-        print(f"{parser.prog}: interrupted; no partial output was left behind", file=sys.stderr)
-        return 130
+    except RecursionError:
+        print(f"{parser.prog}: error: an input nests too deeply to be read", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except BrokenPipeError:
+        _quiet_broken_pipe()
+        return 141  # 128 + SIGPIPE, as a shell reports it
+    except KeyboardInterrupt as err:
+        what = "terminated" if isinstance(err, Terminated) else "interrupted"
+        print(f"{parser.prog}: {what}; no partial output was left behind", file=sys.stderr)
+        return 143 if isinstance(err, Terminated) else 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def deprecated_alias(parser: argparse.ArgumentParser, old: str, new: str, **kwargs) -> None:
+    """Keep ``old`` working as ``new`` (same destination), with one note on stderr when it is used."""
+    class Deprecated(argparse.Action):
+        def __call__(self, p, namespace, values, option_string=None):
+            print(f"{p.prog}: note: {old} is deprecated; use {new}", file=sys.stderr)
+            setattr(namespace, self.dest, values)
+
+    parser.add_argument(old, dest=new.lstrip("-").replace("-", "_"), action=Deprecated,
+                        default=argparse.SUPPRESS, help=f"deprecated spelling of {new}", **kwargs)

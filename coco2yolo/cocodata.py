@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import UserError
+from .errors import UserError, short
 from .fileio import load_json, write_json
 
 
@@ -28,8 +28,17 @@ def describe_ids(ids: list[int] | set[int], limit: int = 12) -> str:
     return shown + (f", ... ({len(ids)} in all)" if len(ids) > limit else "")
 
 
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
 def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
+    """An integer id that fits int64 (what every array here holds)."""
+    return isinstance(v, int) and not isinstance(v, bool) and INT64_MIN <= v <= INT64_MAX
+
+
+def has_control_chars(text: str) -> bool:
+    """Newlines, tabs and other control characters, which break line-based files (image lists, YAML)."""
+    return any(ord(c) < 32 or ord(c) == 127 for c in text)
 
 
 def _is_number(v: Any) -> bool:
@@ -52,7 +61,7 @@ class CategoryMap:
         seen: dict[int, str] = {}
         for i, cat in enumerate(categories):
             if not isinstance(cat, dict) or not _is_int(cat.get("id")):
-                raise UserError(f"{source}: categories[{i}] needs an integer 'id', got {cat!r:.80}")
+                raise UserError(f"{source}: categories[{i}] needs an integer 'id' (int64), got {short(cat)}")
             if cat["id"] in seen:
                 raise UserError(f"{source}: categories[{i}]: duplicate category id {cat['id']}")
             name = cat.get("name", str(cat["id"]))
@@ -146,17 +155,20 @@ def validate_dataset(data: Any, source: str, need_size: bool = True) -> dict[str
                 raise UserError(f"{source}: images[{i}] is missing '{key}' (needs id, file_name, "
                                 "width, height)")
         if not _is_int(im["id"]):
-            raise UserError(f"{source}: images[{i}]: 'id' must be an integer, got {im['id']!r}")
+            raise UserError(f"{source}: images[{i}]: 'id' must be an integer that fits int64, got {short(im['id'])}")
         if im["id"] in image_ids:
             raise UserError(f"{source}: images[{i}]: duplicate image id {im['id']}")
         if not isinstance(im["file_name"], str) or not im["file_name"]:
             raise UserError(f"{source}: images[{i}] (id {im['id']}): 'file_name' must be a "
                             "non-empty string")
+        if has_control_chars(im["file_name"]):
+            raise UserError(f"{source}: images[{i}] (id {im['id']}): 'file_name' {short(im['file_name'])} contains "
+                            "a newline or another control character; rename the file")
         if need_size:
             for key in ("width", "height"):
                 if not _is_number(im[key]) or not im[key] > 0 or not math.isfinite(im[key]):
                     raise UserError(f"{source}: images[{i}] (id {im['id']}): '{key}' must be a "
-                                    f"positive number, got {im[key]!r}")
+                                    f"positive number, got {short(im[key])}")
         image_ids[im["id"]] = im
     cats = data.get("categories", [])
     if not isinstance(cats, list):
@@ -176,27 +188,27 @@ def validate_dataset(data: Any, source: str, need_size: bool = True) -> dict[str
         for key in ("id", "image_id", "category_id", "bbox"):
             if key not in a:
                 raise UserError(f"{where} is missing '{key}' (needs id, image_id, category_id, bbox)")
-        where += f" (id {a['id']})"
         if not _is_int(a["id"]):
-            raise UserError(f"{where}: 'id' must be an integer")
+            raise UserError(f"{where}: 'id' must be an integer that fits int64, got {short(a['id'])}")
+        where += f" (id {a['id']})"
         if a["id"] in ann_ids:
             raise UserError(f"{where}: duplicate annotation id {a['id']}")
         ann_ids.add(a["id"])
-        if a["image_id"] not in image_ids:
-            raise UserError(f"{where}: image_id {a['image_id']!r} is not in 'images' (ids "
+        if not _is_int(a["image_id"]) or a["image_id"] not in image_ids:
+            raise UserError(f"{where}: image_id {short(a['image_id'])} is not in 'images' (ids "
                             f"{describe_ids(list(image_ids))})")
-        if a["category_id"] not in cat_ids:
-            raise UserError(f"{where}: category_id {a['category_id']!r} is unknown; allowed: "
+        if not _is_int(a["category_id"]) or a["category_id"] not in cat_ids:
+            raise UserError(f"{where}: category_id {short(a['category_id'])} is unknown; allowed: "
                             f"{describe_ids(cat_ids)}")
         box = a["bbox"]
         if (not isinstance(box, list) or len(box) != 4 or not all(map(_is_number, box))
                 or not all(map(math.isfinite, box))):
-            raise UserError(f"{where}: bbox must be 4 finite numbers [x, y, w, h], got {box!r:.80}")
+            raise UserError(f"{where}: bbox must be 4 finite numbers [x, y, w, h], got {short(box)}")
         if box[2] < 0 or box[3] < 0:
             raise UserError(f"{where}: bbox {box} has negative width or height")
         crowd = a.get("iscrowd", 0)
         if crowd not in (0, 1):
-            raise UserError(f"{where}: iscrowd must be 0 or 1, got {crowd!r}")
+            raise UserError(f"{where}: iscrowd must be 0 or 1, got {short(crowd)}")
         b = dict(a)
         b["iscrowd"] = int(crowd)
         if not _is_number(b.get("area")):

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import shutil
 from collections import Counter
 from dataclasses import dataclass, field
@@ -33,9 +34,10 @@ import yaml
 from . import cli
 from .boxes import xywh_to_yolo
 from .clean import RULES, CleanConfig, clean_dataset, summary_line
-from .cocodata import CategoryMap, load_dataset, out_of_image
+from .cocodata import CategoryMap, has_control_chars, load_dataset, out_of_image
 from .errors import UserError
-from .fileio import atomic_dir, write_json, write_text
+from .fileio import atomic_dir, guard_outputs, write_json, write_text
+from .images import file_problem
 from .split import assign_folds, class_count_matrix, split_shares, split_table
 
 MARKER = ".coco2yolo"
@@ -56,6 +58,7 @@ class ConvertOptions:
     seed: int = 0
     copy: bool = False
     crowd: str = "drop"
+    strict: bool = False  # an unusable image file is an error instead of being skipped
 
 
 @dataclass
@@ -66,6 +69,7 @@ class ConvertResult:
     report: dict[str, Any] = field(default_factory=dict)
     split_text: str = ""
     max_share_deviation_pp: float = 0.0
+    bad_images: list[tuple[str, str]] = field(default_factory=list)  # (file_name, why), skipped
 
 
 def format_label_lines(classes: list[int], yolo: np.ndarray) -> list[str]:
@@ -108,6 +112,7 @@ def dataset_relpath(file_name: str, image_id: int) -> PurePosixPath:
 
 
 def _check_images(images: list[dict[str, Any]], root: Path, source: str) -> None:
+    """Every file_name has an image suffix and exists under ``root`` (else one error naming them)."""
     bad_suffix = [im["file_name"] for im in images
                   if PurePosixPath(im["file_name"]).suffix.lower() not in IMG_SUFFIXES]
     if bad_suffix:
@@ -119,6 +124,24 @@ def _check_images(images: list[dict[str, Any]], root: Path, source: str) -> None
         raise UserError(f"{source}: {len(missing)} of {len(images)} images are missing under {root} "
                         f"(first: {', '.join(missing[:5])}); pass --images ROOT, the folder that "
                         "file_name is relative to")
+
+
+def screen_images(images: list[dict[str, Any]], root: Path, source: str, strict: bool
+                  ) -> list[tuple[str, str, int]]:
+    """Images whose files are empty, not images or truncated, as (file_name, why, image id); an error
+    with ``strict``."""
+    bad = [(im["file_name"], why, im["id"]) for im in images
+           if (why := file_problem(os.path.join(str(root), im["file_name"]))) is not None]
+    if bad and strict:
+        raise UserError(f"{source}: {len(bad)} of {len(images)} image files are unusable (first: "
+                        + "; ".join(f"{n}: {w}" for n, w, _ in bad[:3]) + "); nothing was written")
+    return bad
+
+
+def bad_images_line(bad: list[tuple[str, str, int]], total: int) -> str:
+    return (f"warning: skipped {len(bad)} of {total} images whose files are unusable"
+            + (", with their boxes" if total else "") + " (first: "
+            + "; ".join(f"{n}: {w}" for n, w, _ in bad[:3]) + "); --strict makes this an error")
 
 
 def _check_bounds(data: dict[str, Any], source: str) -> None:
@@ -140,15 +163,39 @@ def _subset(data: dict[str, Any], ids: set[int], linked: dict[int, str]) -> dict
     return out
 
 
-def _write_image_list(data: dict[str, Any], json_path: Path, out: Path, root: Path) -> ConvertResult:
+def _write_image_list(data: dict[str, Any], json_path: Path, out: Path, root: Path, opts: ConvertOptions
+                      ) -> ConvertResult:
     images = sorted(data["images"], key=lambda im: im["id"])
     _check_images(images, root, str(json_path))
+    if has_control_chars(str(root.absolute())):
+        raise UserError(f"{root.absolute()!a}: the images folder's path contains a newline or another control "
+                        "character, which an image list cannot hold; move or rename it")
+    bad = screen_images(images, root, str(json_path), opts.strict)
+    skip = {i for _, _, i in bad}
     with atomic_dir(out, MARKER) as tmp:
         (tmp / "images.txt").write_text(
-            "".join(f"{(root / im['file_name']).absolute()}\n" for im in images), encoding="utf-8")
+            "".join(f"{(root / im['file_name']).absolute()}\n" for im in images if im["id"] not in skip),
+            encoding="utf-8")
         if data.get("categories"):
             CategoryMap(data["categories"], str(json_path)).save(tmp / "categories.json")
-    return ConvertResult(out=out, images={"list": len(images)})
+    return ConvertResult(out=out, images={"list": len(images) - len(bad)}, bad_images=bad)
+
+
+def _drop_images(data: dict[str, Any], gone: set[int]) -> dict[str, Any]:
+    """The dataset without the images whose ids are in ``gone``, and without their annotations."""
+    return {**data, "images": [im for im in data["images"] if im["id"] not in gone],
+            "annotations": [a for a in data["annotations"] if a["image_id"] not in gone]}
+
+
+def _check_split(fold: np.ndarray, shares: list[float], val_fold: int, opts: ConvertOptions, n_images: int) -> None:
+    """Refuse a split that leaves the training or the validation set empty."""
+    n_val = int((fold == val_fold).sum())
+    if n_val == 0 or n_val == n_images:
+        which = "validation" if n_val == 0 else "training"
+        how = (f"--folds {opts.folds} --fold {opts.fold}" if opts.folds
+               else f"--val-fraction {opts.val_fraction:g}")
+        raise UserError(f"{how} on {n_images} images leaves the {which} set empty; use "
+                        + ("fewer folds" if opts.folds else "a fraction that gives both sets at least one image"))
 
 
 def convert(json_path: str | os.PathLike, out: str | os.PathLike, opts: ConvertOptions) -> ConvertResult:
@@ -157,17 +204,37 @@ def convert(json_path: str | os.PathLike, out: str | os.PathLike, opts: ConvertO
     root = Path(opts.images_root) if opts.images_root else json_path.parent
     if not root.is_dir():
         raise UserError(f"--images {root} is not a folder")
+    if not 0 <= opts.seed < 2**32:
+        raise UserError(f"--seed must be an integer in [0, 2^32 - 1], got {opts.seed}")
+    if has_control_chars(str(out)):
+        raise UserError(f"--out {str(out)!a} contains a newline or another control character; choose a plain name")
     data = load_dataset(json_path)
+    guard_outputs({"--out": out}, {"the COCO JSON": json_path, "--images": root,
+                                   "image": [os.path.join(str(root), im["file_name"]) for im in data["images"]]},
+                  folders={"--out"})
     if not data["annotations"]:
         if opts.clean or opts.folds:
             raise UserError(f"{json_path} has no annotations: --clean and --folds need ground truth "
                             "(without them it is written as an image list for prediction)")
-        return _write_image_list(data, json_path, out, root)
+        return _write_image_list(data, json_path, out, root, opts)
     cmap = CategoryMap(data["categories"], str(json_path))
     shares, val_fold = split_shares(opts.folds, opts.fold, None if opts.folds else opts.val_fraction)
     if opts.crowd not in ("drop", "keep"):
         raise UserError(f"--crowd must be drop or keep, got {opts.crowd!r}")
+    _check_images(data["images"], root, str(json_path))
     result = ConvertResult(out=out)
+    result.bad_images = screen_images(data["images"], root, str(json_path), opts.strict)
+    if result.bad_images:
+        data = _drop_images(data, {i for _, _, i in result.bad_images})
+        result.report["bad_images"] = {"count": len(result.bad_images), "policy": "skipped with their boxes",
+                                       "files": [{"file_name": n, "problem": w, "image_id": i}
+                                                 for n, w, i in result.bad_images]}
+        if not data["images"]:
+            first = "; ".join(f"{n}: {w}" for n, w, _ in result.bad_images[:3])
+            raise UserError(f"{json_path}: none of its {len(result.bad_images)} image files is usable (first: {first})")
+    if opts.folds and opts.folds > len(data["images"]):
+        raise UserError(f"--folds {opts.folds} needs at least {opts.folds} images; {json_path} has "
+                        f"{len(data['images'])} usable")
     if opts.clean is not None:
         if not opts.clean.clip:
             _check_bounds(data, str(json_path))
@@ -175,10 +242,10 @@ def convert(json_path: str | os.PathLike, out: str | os.PathLike, opts: ConvertO
         result.report["cleaning"] = clean_report
     else:
         _check_bounds(data, str(json_path))
-    _check_images(data["images"], root, str(json_path))
 
     image_ids, counts = class_count_matrix(data, cmap)
     fold = assign_folds(counts, shares, opts.seed)
+    _check_split(fold, shares, val_fold, opts, len(image_ids))
     result.split_text, result.max_share_deviation_pp = split_table(counts, fold, cmap.names)
     split_of = {iid: ("val" if f == val_fold else "train") for iid, f in zip(image_ids, fold.tolist())}
 
@@ -214,6 +281,19 @@ def convert(json_path: str | os.PathLike, out: str | os.PathLike, opts: ConvertO
     return result
 
 
+def _unique(rel: PurePosixPath, image_id: int, used: set[str]) -> PurePosixPath:
+    """``rel``, or ``rel`` with ``__id<image_id>`` (then a counter) added to its stem, whichever is free.
+
+    Names compare without suffix and case: a.jpg and A.png would share a label file.
+    """
+    cand, k = rel, 0
+    while str(cand.with_suffix("")).lower() in used:
+        k += 1
+        cand = rel.with_name(f"{rel.stem}__id{image_id}{'' if k == 1 else f'_{k}'}{rel.suffix}")
+    used.add(str(cand.with_suffix("")).lower())
+    return cand
+
+
 def _write_yolo_files(tmp: Path, data: dict[str, Any], anns_of: dict[int, list[dict[str, Any]]],
                       split_of: dict[int, str], cmap: CategoryMap, root: Path, opts: ConvertOptions
                       ) -> tuple[dict[str, int], dict[str, int], dict[int, str]]:
@@ -227,18 +307,14 @@ def _write_yolo_files(tmp: Path, data: dict[str, Any], anns_of: dict[int, list[d
     base, src_root = str(tmp), str(root.absolute())
     for im in sorted(data["images"], key=lambda im: im["id"]):
         split = split_of[im["id"]]
-        rel = dataset_relpath(im["file_name"], im["id"])
-        if str(rel.with_suffix("")).lower() in used:  # a.jpg and a.png would share a label file
-            rel = rel.with_name(f"{rel.stem}__id{im['id']}{rel.suffix}")
-        used.add(str(rel.with_suffix("")).lower())
-        rel_s = str(rel)
+        rel_s = str(_unique(dataset_relpath(im["file_name"], im["id"]), im["id"], used))
         dst = os.path.join(base, "images", split, rel_s)
         lbl = os.path.join(base, "labels", split, os.path.splitext(rel_s)[0] + ".txt")
         for d in (os.path.dirname(dst), os.path.dirname(lbl)):
             if d not in made:
                 os.makedirs(d, exist_ok=True)
                 made.add(d)
-        src = os.path.join(src_root, im["file_name"])
+        src = os.path.realpath(os.path.join(src_root, im["file_name"]))  # the photo itself, not a link to it
         if opts.copy:
             shutil.copy2(src, dst)
         else:
@@ -256,7 +332,7 @@ def _write_yaml(path: Path, out: Path, cmap: CategoryMap, source: Path) -> None:
     body = yaml.safe_dump({"path": str(out), "train": "images/train", "val": "images/val",
                            "nc": len(cmap), "names": dict(enumerate(cmap.names))},
                           sort_keys=False, allow_unicode=True)
-    write_text(path, f"# written by coco2yolo from {source.absolute()}\n"
+    write_text(path, f"# written by coco2yolo from {str(source.absolute())!a}\n"
                      "# class index -> original category_id: see categories.json\n" + body)
 
 
@@ -268,28 +344,32 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--images", type=Path, default=None,
                    help="folder that file_name is relative to (default: the JSON's folder)")
     p.add_argument("--copy", action="store_true", help="copy images instead of symlinking them")
+    p.add_argument("--strict", action="store_true",
+                   help="an unusable image file (empty, not an image, truncated) is an error; by default it is "
+                        "skipped with its boxes, counted and named")
     p.add_argument("--crowd", choices=("drop", "keep"), default="drop",
                    help="iscrowd=1 boxes: drop from YOLO labels (default; they stay in train/val.json "
                         "where scoring ignores them) or keep as ordinary boxes")
     s = p.add_argument_group("split (stratified by class, grouped by image)")
-    s.add_argument("--folds", type=int, default=None, help="number of folds K")
-    s.add_argument("--fold", type=int, default=None, help="validation fold I in 0..K-1")
-    s.add_argument("--val-fraction", type=float, default=None,
+    s.add_argument("--folds", type=cli.number(2, integer=True), default=None, help="number of folds K (>= 2)")
+    s.add_argument("--fold", type=cli.NONNEG_INT, default=None, help="validation fold I in 0..K-1")
+    s.add_argument("--val-fraction", type=cli.number(0, 1, lo_open=True, hi_open=True), default=None,
                    help="single split with this share of images in val (default 0.2 without --folds)")
-    s.add_argument("--seed", type=int, default=0, help="split seed (default 0)")
+    s.add_argument("--seed", type=cli.SEED, default=0, help="split seed (default 0)")
     c = p.add_argument_group("cleaning (with --clean; rules: " + ", ".join(RULES) + ")")
     d = CleanConfig()
     c.add_argument("--clean", action="store_true", help="apply the cleaning rules and report them")
     c.add_argument("--disable", nargs="+", choices=RULES, default=[], metavar="RULE",
                    help=f"turn rules off: {', '.join(RULES)}")
-    c.add_argument("--min-wh", type=float, default=d.min_wh, help=f"min box width and height, px ({d.min_wh:g})")
-    c.add_argument("--min-area", type=float, default=d.min_area, help=f"min box area, px^2 ({d.min_area:g})")
-    c.add_argument("--dup-iou", type=float, default=d.dup_iou,
+    c.add_argument("--min-wh", type=cli.number(0), default=d.min_wh,
+                   help=f"min box width and height, px ({d.min_wh:g})")
+    c.add_argument("--min-area", type=cli.number(0), default=d.min_area, help=f"min box area, px^2 ({d.min_area:g})")
+    c.add_argument("--dup-iou", type=cli.IOU, default=d.dup_iou,
                    help=f"same-class IoU at which a box is a duplicate ({d.dup_iou:g})")
-    c.add_argument("--max-aspect", type=float, default=d.max_aspect,
+    c.add_argument("--max-aspect", type=cli.number(1), default=d.max_aspect,
                    help=f"flag boxes with a longer/shorter side ratio above this ({d.max_aspect:g})")
     c.add_argument("--drop-aspect", action="store_true", help="drop the flagged extreme-aspect boxes")
-    c.add_argument("--max-cover", type=float, default=d.max_cover,
+    c.add_argument("--max-cover", type=cli.IOU, default=d.max_cover,
                    help=f"flag boxes covering at least this share of the image ({d.max_cover:g})")
     c.add_argument("--drop-large", action="store_true", help="drop the flagged large boxes")
     return p
@@ -298,8 +378,6 @@ def get_args_parser() -> argparse.ArgumentParser:
 def options_from_args(args: argparse.Namespace) -> ConvertOptions:
     if args.folds is not None and args.val_fraction is not None:
         raise UserError("use either --folds K --fold I or --val-fraction F, not both")
-    if not 0 < args.dup_iou <= 1 or not 0 < args.max_cover <= 1:
-        raise UserError(f"--dup-iou and --max-cover must be in (0, 1], got {args.dup_iou}, {args.max_cover}")
     clean = None
     if args.clean:
         clean = CleanConfig(min_wh=args.min_wh, min_area=args.min_area, dup_iou=args.dup_iou,
@@ -310,11 +388,14 @@ def options_from_args(args: argparse.Namespace) -> ConvertOptions:
         raise UserError("--disable only applies with --clean")
     return ConvertOptions(images_root=args.images, clean=clean, folds=args.folds, fold=args.fold,
                           val_fraction=0.2 if args.val_fraction is None else args.val_fraction,
-                          seed=args.seed, copy=args.copy, crowd=args.crowd)
+                          seed=args.seed, copy=args.copy, crowd=args.crowd, strict=args.strict)
 
 
 def main(args: argparse.Namespace) -> int:
     res = convert(args.json, args.out, options_from_args(args))
+    if res.bad_images:
+        total = res.images.get("list", sum(res.images.values())) + len(res.bad_images)
+        print(bad_images_line(res.bad_images, total), file=sys.stderr)
     if "list" in res.images:
         print(f"{args.json} has no annotations: wrote an image list of {res.images['list']} images "
               f"for prediction to {res.out / 'images.txt'}")

@@ -94,7 +94,7 @@ def main(args: argparse.Namespace) -> int:
               str(args.epochs), "--imgsz", str(args.imgsz), "--batch", "16", "--device", "cpu", "--workers", "2",
               "--seed", "0", "--name", name, "--weights-dir", str(out / "weights"), "--optimizer", "AdamW",
               "--lr0", "0.002", "--warmup-epochs", "1", "--close-mosaic", str(max(1, args.epochs // 3)),
-              "--patience", str(args.epochs)], log=out / f"train_{name}.log")
+              "--patience", str(args.epochs), "--exist-ok"], log=out / f"train_{name}.log")
         weights.append(out / "weights" / f"{name}.pt")
     preds_val, preds_test = [], []
     for name, w in zip(names, weights):

@@ -28,6 +28,15 @@ REC_THRS = np.linspace(0.0, 1.0, 101)
 AREA_ALL = (0.0, 1e5**2)
 
 
+def check_scorable(data: dict[str, Any], source: str) -> None:
+    """Refuse ground truth without a single non-crowd box: mAP is undefined there."""
+    if not data.get("annotations"):
+        raise UserError(f"{source} has no annotations: ground truth is needed to score")
+    if all(a.get("iscrowd", 0) for a in data["annotations"]):
+        raise UserError(f"{source}: all {len(data['annotations'])} boxes are crowd regions (iscrowd=1), which "
+                        "scoring ignores; there is no ground truth to score")
+
+
 def prepare_gt(data: dict[str, Any]) -> dict[str, Any]:
     """Ground truth ready for COCOeval: annotation ids 1..N (file order), iscrowd and area set."""
     anns = []
@@ -276,7 +285,7 @@ class Scores:
 
     def to_json(self, cmap: CategoryMap) -> dict[str, Any]:
         def num(x: float) -> float | None:
-            return None if x is None or np.isnan(x) else round(float(x), 6)
+            return None if x is None or np.isnan(x) else float(x)
 
         return {"mAP50": num(self.map50), "mAP50_95": num(self.map50_95),
                 "mAP50_ci95": [num(v) for v in self.ci95] if self.ci95 else None,
@@ -315,10 +324,10 @@ def get_args_parser():
                    "with the first (paired bootstrap)")
     p.add_argument("--json", default=None, help="write all metrics to this JSON file")
     p.add_argument("--plot", default=None, help="folder for per-class AP50 and PR-curve PNGs")
-    p.add_argument("--bootstrap", type=int, default=1000,
+    p.add_argument("--bootstrap", type=cli.NONNEG_INT, default=1000,
                    help="bootstrap resamples of images for 95%% intervals (0: off; default 1000)")
-    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (0)")
-    p.add_argument("--max-dets", type=int, default=100,
+    p.add_argument("--seed", type=cli.SEED, default=0, help="bootstrap seed (0)")
+    p.add_argument("--max-dets", type=cli.POSITIVE_INT, default=100,
                    help="detections kept per image and class, as COCOeval's maxDets (100)")
     p.add_argument("--backend", choices=("faster", "pycocotools"), default="faster",
                    help="COCOeval implementation for the point estimates (faster: faster-coco-eval)")
@@ -332,8 +341,7 @@ def evaluate_files(gt_path: str, result_paths: list[str], n_boot: int = 1000, se
     from .results import load_results
 
     data = load_dataset(gt_path)
-    if not data["annotations"]:
-        raise UserError(f"{gt_path} has no annotations: ground truth is needed to score")
+    check_scorable(data, gt_path)
     cmap = CategoryMap(data["categories"], gt_path)
     gt = prepare_gt(data)
     img_ids = {im["id"] for im in data["images"]}
@@ -349,9 +357,9 @@ def evaluate_files(gt_path: str, result_paths: list[str], n_boot: int = 1000, se
                            "files": [{"path": str(p), **s.to_json(cmap)} for p, s in zip(result_paths, scores)],
                            "differences": []}
     for p, s in zip(result_paths[1:], scores[1:]):
-        diff = {"a": str(result_paths[0]), "b": str(p), "delta_mAP50": round(s.map50 - scores[0].map50, 6)}
+        diff = {"a": str(result_paths[0]), "b": str(p), "delta_mAP50": s.map50 - scores[0].map50}
         if weights is not None:
-            diff["ci95"] = [round(v, 6) for v in interval(s.boot - scores[0].boot)]
+            diff["ci95"] = list(interval(s.boot - scores[0].boot))
         out["differences"].append(diff)
     out["_scores"], out["_cmap"] = scores, cmap
     return out
@@ -366,7 +374,8 @@ def format_report(out: dict[str, Any]) -> str:
         ci = f["mAP50_ci95"]
         ci_txt = f"  [95% CI {ci[0]:.4f}, {ci[1]:.4f}]" if ci and ci[0] is not None else ""
         m95 = f["mAP50_95"]
-        lines.append(f"\n{f['path']}\n  mAP50 {f['mAP50']:.4f}{ci_txt}   mAP50:95 "
+        m50 = f"{f['mAP50']:.4f}" if f["mAP50"] is not None else "n/a"
+        lines.append(f"\n{f['path']}\n  mAP50 {m50}{ci_txt}   mAP50:95 "
                      + (f"{m95:.4f}" if m95 is not None else "n/a"))
         lines.append(f"  {'class':<{width}}  AP50")
         for row in f["per_class_AP50"]:
@@ -386,11 +395,11 @@ def format_report(out: dict[str, Any]) -> str:
 def main(args) -> int:
     from pathlib import Path
 
-    from .fileio import write_json
+    from .fileio import guard_outputs, write_json
     from .plots import plot_ap50, plot_pr
 
-    if args.bootstrap < 0 or args.max_dets < 1:
-        raise UserError("--bootstrap must be >= 0 and --max-dets >= 1")
+    guard_outputs({"--json": args.json, "--plot": args.plot}, {"--gt": args.gt, "results file": args.results},
+                  folders={"--plot"})
     out = evaluate_files(args.gt, args.results, args.bootstrap, args.seed, args.max_dets, args.backend)
     print(format_report(out))
     scores, cmap = out.pop("_scores"), out.pop("_cmap")

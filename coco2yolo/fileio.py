@@ -1,28 +1,75 @@
-"""Reading JSON with clear errors, and writing every output atomically.
+"""Reading JSON with clear errors; writing every output atomically, never over an input.
 
-An output is written to a temporary file in the same folder and renamed over the target, so an
-interrupted run never leaves a half-written file under the final name.
+- An output file is written to a temporary file in the same folder and renamed over the target, so
+  an interrupted run never leaves a half-written file under the final name (:func:`atomic_path`,
+  :func:`atomic_paths` for several files committed together).
+- An output folder is built under a temporary name and swapped in with one atomic exchange
+  (``renameat2(RENAME_EXCHANGE)`` on Linux), so the folder is always the old whole version or the
+  new whole version; a lock refuses a second writer (:func:`atomic_dir`).
+- Temporary names carry the host and process id (``.NAME.HOST.PID.XXXX.part``): leftovers of a
+  killed run are removed by the next run that writes beside them, once that process is gone.
+- Files and folders get the modes the user's umask gives (not tempfile's 0600/0700).
+- :func:`guard_outputs` refuses an output that is, or contains, an input.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import json
 import os
 import shutil
+import socket
+import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from .errors import UserError
 
+MAX_JSON_DEPTH = 64  # a COCO file nests 6 levels (segmentation polygons); results files 3
+PART_MARKER = ".coco2yolo-part"  # inside a folder while it is being built
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+UMASK = _umask()
+FILE_MODE = 0o666 & ~UMASK
+DIR_MODE = 0o777 & ~UMASK
+_HOST = "".join(c if c.isalnum() or c == "-" else "-" for c in socket.gethostname())[:40] or "host"
+
+
+# --- reading --------------------------------------------------------------------------------------
+
+def _stack_depth() -> int:
+    depth, frame = 0, sys._getframe()
+    while frame is not None:
+        depth, frame = depth + 1, frame.f_back
+    return depth
+
+
+@contextlib.contextmanager
+def nesting_limit(levels: int = MAX_JSON_DEPTH) -> Iterator[None]:
+    """Let a recursive parser (json, PyYAML) nest at most about ``levels`` deeper than here."""
+    old = sys.getrecursionlimit()
+    sys.setrecursionlimit(_stack_depth() + levels + 20)
+    try:
+        yield
+    finally:
+        sys.setrecursionlimit(old)
+
 
 def load_json(path: str | os.PathLike, what: str = "JSON file") -> Any:
-    """Load ``path``; a missing, unreadable or malformed file raises UserError naming it."""
+    """Load ``path``; a missing, unreadable, malformed or absurdly nested file raises UserError naming it."""
     path = Path(path)
     try:
-        with open(path, "rb") as fh:
+        with open(path, "rb") as fh, nesting_limit():
             return json.load(fh)
     except FileNotFoundError:
         raise UserError(f"{what} not found: {path}") from None
@@ -30,11 +77,66 @@ def load_json(path: str | os.PathLike, what: str = "JSON file") -> Any:
         raise UserError(f"{what} {path} is a folder, expected a .json file") from None
     except PermissionError:
         raise UserError(f"{what} {path} is not readable (permission denied)") from None
+    except RecursionError:
+        raise UserError(f"{what} {path} nests more than {MAX_JSON_DEPTH} levels deep; a COCO or results file "
+                        "nests fewer than 8") from None
     except json.JSONDecodeError as err:
         raise UserError(f"{what} {path} is not valid JSON: {err.msg} at line {err.lineno} "
                         f"column {err.colno}") from None
     except UnicodeDecodeError as err:
         raise UserError(f"{what} {path} is not UTF-8 text: {err.reason} at byte {err.start}") from None
+    except OSError as err:
+        raise UserError(f"cannot read {what} {path}: {err.strerror or err}") from None
+
+
+# --- outputs are never inputs ----------------------------------------------------------------------
+
+def _real(p: str | os.PathLike) -> str:
+    return os.path.realpath(os.path.abspath(p))
+
+
+def guard_outputs(outputs: Mapping[str, str | os.PathLike | None],
+                  inputs: Mapping[str, str | os.PathLike | Iterable[str | os.PathLike] | None],
+                  folders: Iterable[str] = ()) -> None:
+    """Refuse an output that is an input, a folder that contains one, or two outputs at one path.
+
+    ``outputs``: flag -> path (None: not asked for); those named in ``folders`` are folders, the
+    others files (an existing folder at a file output is refused too). ``inputs``: label -> path or
+    paths. Symlinks are followed, so a link to an input counts as the input.
+    """
+    folders = set(folders)
+    flat: list[tuple[str, str, str]] = []
+    for label, value in inputs.items():
+        if value is None:
+            continue
+        for p in ([value] if isinstance(value, (str, os.PathLike)) else value):
+            flat.append((label, str(p), _real(p)))
+            flat.append((label, str(p), os.path.abspath(p)))
+    seen: dict[str, str] = {}
+    for flag, out in outputs.items():
+        if out is None:
+            continue
+        ro = _real(out)
+        if flag not in folders and os.path.isdir(out):
+            raise UserError(f"{flag} {out} is a folder; give a file path")
+        if ro in seen:
+            raise UserError(f"{flag} {out} and {seen[ro]} are the same path; give each output its own")
+        seen[ro] = flag
+        for label, shown, ri in flat:
+            if ri == ro:
+                raise UserError(f"{flag} {out} is the input {label} {shown}: it would be overwritten; "
+                                f"choose another {flag}")
+            if flag in folders and ri.startswith(ro.rstrip(os.sep) + os.sep):
+                raise UserError(f"{flag} {out} contains the input {label} {shown}; choose a folder that holds "
+                                "no input")
+
+
+def check_output_file(path: str | os.PathLike, flag: str = "output") -> Path:
+    """A file output's path: not a folder, its parent creatable and writable (checked before any work)."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{flag} {path} is a folder; give a file path")
+    return check_writable_parent(path)
 
 
 def check_writable_parent(path: str | os.PathLike) -> Path:
@@ -50,25 +152,114 @@ def check_writable_parent(path: str | os.PathLike) -> Path:
     return path
 
 
+def check_output_folder(path: str | os.PathLike, flag: str = "output folder") -> Path:
+    """A folder output: not an existing file, its parent creatable and writable."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{flag} {path} exists and is not a folder")
+    check_writable_parent(path.absolute())
+    return path
+
+
+# --- temporary names and their leftovers ------------------------------------------------------------
+
+def _prefix(name: str) -> str:
+    return f".{name}.{_HOST}.{os.getpid()}."
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _stale_owner(entry: str, name: str) -> bool:
+    """Whether ``entry`` is a temporary of ``name`` made on this host by a process that is gone."""
+    if not entry.startswith(f".{name}.") or not entry.endswith((".part", ".old")):
+        return False
+    parts = entry[len(name) + 2:].rsplit(".", 3)  # HOST, PID, random, part|old
+    return (len(parts) == 4 and parts[0] == _HOST and parts[1].isdigit()
+            and int(parts[1]) != os.getpid() and not _alive(int(parts[1])))
+
+
+_cleaned: set[tuple[str, str]] = set()
+
+
+def remove_stale(parent: Path, name: str, once: bool = True) -> int:
+    """Remove temporaries of ``parent/name`` left by killed runs on this host; return how many.
+
+    A file is ours by its name; a folder also needs the build marker or a tool marker inside.
+    ``once``: only the first call per (folder, name) in this process scans (many files written
+    into one folder would otherwise rescan it each time).
+    """
+    key = (str(parent), name)
+    if once and key in _cleaned:
+        return 0
+    _cleaned.add(key)
+    removed = 0
+    try:
+        entries = list(os.scandir(parent))
+    except OSError:
+        return 0
+    for e in entries:
+        if not _stale_owner(e.name, name):
+            continue
+        with contextlib.suppress(OSError):
+            if e.is_dir(follow_symlinks=False):
+                if not any((Path(e.path) / m).exists() for m in (PART_MARKER, ".coco2yolo")):
+                    continue
+                shutil.rmtree(e.path)
+            else:
+                os.unlink(e.path)
+            removed += 1
+    return removed
+
+
+# --- atomic files ---------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def atomic_paths(paths: Iterable[str | os.PathLike]) -> Iterator[list[Path]]:
+    """Yield temporary paths beside ``paths``; on success rename them all into place, else remove them.
+
+    Every target is checked (not a folder, parent writable) before anything is written.
+    """
+    targets = [check_output_file(p) for p in paths]
+    tmps: list[Path] = []
+    try:
+        for path in targets:
+            remove_stale(path.parent, path.name)
+            fd, tmp = tempfile.mkstemp(prefix=_prefix(path.name), suffix=".part", dir=path.parent)
+            os.close(fd)
+            tmps.append(Path(tmp))
+        yield tmps
+        for tmp, path in zip(tmps, targets):
+            os.chmod(tmp, FILE_MODE)
+            os.replace(tmp, path)
+    finally:
+        for tmp in tmps:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it over ``path`` only on success."""
-    path = check_writable_parent(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        yield tmp_path
-        os.chmod(tmp_path, 0o644)
-        os.replace(tmp_path, path)
-    finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
+    with atomic_paths([path]) as (tmp,):
+        yield tmp
+
+
+def dumps_json(obj: Any, indent: int | None = None) -> str:
+    """JSON text: full float precision (Python's shortest repr), NaN refused, UTF-8 kept."""
+    return json.dumps(obj, indent=indent, ensure_ascii=False, allow_nan=False)
 
 
 def write_json(path: str | os.PathLike, obj: Any, indent: int | None = None) -> Path:
     """Write ``obj`` as JSON to ``path`` atomically; return the path."""
-    text = json.dumps(obj, indent=indent, ensure_ascii=False)  # one shot: C encoder, 5x json.dump's speed
+    text = dumps_json(obj, indent)  # one shot: C encoder, 5x json.dump's speed
     with atomic_path(path) as tmp:
         with open(tmp, "w", encoding="utf-8") as fh:
             fh.write(text)
@@ -83,32 +274,113 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
     return Path(path)
 
 
+# --- atomic folders -------------------------------------------------------------------------------
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths (Linux renameat2); False where the system cannot."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    if fn(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+@contextlib.contextmanager
+def output_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` (a file ``.NAME.lock`` beside it); refuse if another run holds it."""
+    import fcntl
+
+    lock = path.with_name(f".{path.name}.lock")
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, FILE_MODE)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise UserError(f"{path} is being written by another run ({holder}); wait for it to finish or choose "
+                            "another output") from None
+        try:
+            same = os.fstat(fd).st_ino == os.stat(lock).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)  # the holder removed the file as we opened it: lock the current one instead
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {_HOST}\n".encode(), 0)
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(lock)  # while still held, so no one can lock this inode after us
+        os.close(fd)
+
+
+def _recover(path: Path) -> None:
+    """A run killed between the two renames of the fallback swap left ``path`` missing and the old
+    version as ``.NAME.HOST.PID.X.old``: put it back."""
+    if path.exists():
+        return
+    for e in os.scandir(path.parent):
+        if _stale_owner(e.name, path.name) and e.name.endswith(".old") and (Path(e.path) / ".coco2yolo").exists():
+            os.replace(e.path, path)
+            return
+
+
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike, marker: str) -> Iterator[Path]:
     """Build a folder under a temporary name and swap it in place of ``path`` on success.
 
     ``marker`` is a file name that identifies folders this project wrote; an existing ``path``
-    that is non-empty and lacks it is never deleted (UserError instead).
+    that is non-empty and lacks it is never deleted (UserError instead). Concurrent writers to one
+    ``path`` are refused; leftovers of killed runs are recovered or removed.
     """
     path = Path(path).absolute()
-    if path.exists():
-        if not path.is_dir():
-            raise UserError(f"output {path} exists and is not a folder")
-        if any(path.iterdir()) and not (path / marker).exists():
-            raise UserError(f"refusing to replace {path}: it is not empty and was not written by "
-                            f"this tool (no {marker}); choose another --out")
-    check_writable_parent(path)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent))
-    try:
-        yield tmp
-        (tmp / marker).touch()
-        old = None
+    check_output_folder(path)
+    with output_lock(path):
+        _recover(path)
+        remove_stale(path.parent, path.name, once=False)
         if path.exists():
-            old = path.with_name(f".{path.name}.{os.getpid()}.old")
-            os.replace(path, old)
-        os.replace(tmp, path)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+            if not path.is_dir():
+                raise UserError(f"output {path} exists and is not a folder")
+            if any(path.iterdir()) and not (path / marker).exists():
+                raise UserError(f"refusing to replace {path}: it is not empty and was not written by "
+                                f"this tool (no {marker}); choose another --out")
+        tmp = Path(tempfile.mkdtemp(prefix=_prefix(path.name), suffix=".part", dir=path.parent))
+        try:
+            os.chmod(tmp, DIR_MODE)
+            (tmp / PART_MARKER).touch()
+            yield tmp
+            (tmp / marker).touch()
+            (tmp / PART_MARKER).unlink()
+            if not path.exists():
+                os.replace(tmp, path)
+            elif not _exchange(tmp, path):  # fallback: two renames; a kill between them is undone by _recover
+                old = Path(tempfile.mkdtemp(prefix=_prefix(path.name), suffix=".old", dir=path.parent))
+                os.rmdir(old)
+                os.replace(path, old)
+                os.replace(tmp, path)
+                shutil.rmtree(old, ignore_errors=True)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+
+
+def make_dirs(path: str | os.PathLike) -> Path:
+    """``mkdir -p`` that raises UserError instead of OSError."""
+    try:
+        Path(path).mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserError(f"cannot create folder {path}: {err.strerror}") from None
+    return Path(path)

@@ -4,9 +4,14 @@
 
 Images come from a COCO JSON (ids and file names from it, files relative to its folder) or from
 a folder or glob (ids follow the sorted file names; an images JSON is written beside the output
-so that ensemble.py and evaluate.py can use the same ids). Results stream to disk image by image,
-so memory does not grow with the number of images; every output is renamed into place only
-when complete.
+so that ensemble.py and evaluate.py can use the same ids).
+
+Images are read here, one batch ahead of the model in a thread (the bytes Ultralytics' own file
+loader would decode, decoded the same way), and handed to Ultralytics as arrays: memory stays
+flat in the number of images (a list of paths makes Ultralytics open every file before the first
+prediction), an unusable file (empty, not an image, truncated) is skipped with a count and its
+name instead of aborting the run, and ``--strict`` makes it an error before anything is written.
+Results stream to temporary files that are renamed into place only when complete.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import sys
 import time
 import zlib
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
 from typing import Any, TextIO
 
@@ -27,11 +33,12 @@ import numpy as np
 
 from . import cli, ultra
 from .cocodata import CategoryMap, load_dataset
-from .convert import IMG_SUFFIXES
+from .convert import IMG_SUFFIXES, dataset_relpath
 from .errors import UserError
-from .fileio import atomic_path, write_json
+from .fileio import atomic_path, atomic_paths, dumps_json, guard_outputs
+from .images import file_problem, read_image
 from .results import prediction_string
-from .sidecar import read_sidecar
+from .sidecar import resolve_sidecar
 
 
 def image_records(source: str) -> tuple[list[dict[str, Any]], Path, bool]:
@@ -56,25 +63,33 @@ def image_records(source: str) -> tuple[list[dict[str, Any]], Path, bool]:
     return recs, root, True
 
 
-class StreamingOutputs:
-    """The results JSON (and optionally the submission CSV), written as images arrive."""
+def _num(v: float) -> str:
+    """A float in JSON at full precision (Python's shortest repr)."""
+    return repr(float(v))
 
-    def __init__(self, out: Path, submission: Path | None):
-        self.out, self.submission = out, submission
+
+class StreamingOutputs:
+    """The results JSON (and optionally the submission CSV and an images JSON), written as images
+    arrive into temporary files that are all renamed into place together at the end."""
+
+    def __init__(self, out: Path, submission: Path | None, images_json: Path | None = None):
+        self.out, self.submission, self.images_json = out, submission, images_json
+        self.images_doc: dict[str, Any] | None = None
         self.n_boxes = 0
         self._first = True
         self._stack = contextlib.ExitStack()
 
     def __enter__(self) -> StreamingOutputs:
-        tmp = self._stack.enter_context(atomic_path(self.out))
-        self._json: TextIO = self._stack.enter_context(open(tmp, "w", encoding="utf-8"))
+        paths = [self.out] + [p for p in (self.submission, self.images_json) if p is not None]
+        tmps = iter(self._stack.enter_context(atomic_paths(paths)))
+        self._json: TextIO = self._stack.enter_context(open(next(tmps), "w", encoding="utf-8"))
         self._json.write("[")
         self._csv = None
         if self.submission:
-            tmp_csv = self._stack.enter_context(atomic_path(self.submission))
-            fh = self._stack.enter_context(open(tmp_csv, "w", encoding="utf-8", newline=""))
+            fh = self._stack.enter_context(open(next(tmps), "w", encoding="utf-8", newline=""))
             self._csv = csv.writer(fh)
             self._csv.writerow(["PredictionString", "image_id"])
+        self._images_tmp = next(tmps, None)
         return self
 
     def add(self, image: dict[str, Any], cat_ids: np.ndarray, xyxy: np.ndarray, scores: np.ndarray) -> None:
@@ -82,8 +97,8 @@ class StreamingOutputs:
         iid = image["id"]
         parts = []
         for c, (x1, y1, x2, y2), s in zip(cat_ids.tolist(), xyxy.tolist(), scores.tolist()):
-            parts.append(f'{{"image_id": {iid}, "category_id": {c}, "bbox": [{x1:.2f}, {y1:.2f}, '
-                         f'{x2 - x1:.2f}, {y2 - y1:.2f}], "score": {s:.5f}}}')
+            parts.append(f'{{"image_id": {iid}, "category_id": {c}, "bbox": [{_num(x1)}, {_num(y1)}, '
+                         f'{_num(x2 - x1)}, {_num(y2 - y1)}], "score": {_num(s)}}}')
         if parts:
             self._json.write(("" if self._first else ",\n") + ",\n".join(parts))
             self._first = False
@@ -94,7 +109,9 @@ class StreamingOutputs:
     def __exit__(self, exc_type, exc, tb) -> bool:
         if exc_type is None:
             self._json.write("]\n")
-        # an exception propagates through the stack: atomic_path removes the temporary files
+            if self._images_tmp is not None:
+                self._images_tmp.write_text(dumps_json(self.images_doc) + "\n", encoding="utf-8")
+        # files close first, then atomic_paths renames them all (or, on an exception, removes them)
         return bool(self._stack.__exit__(exc_type, exc, tb))
 
 
@@ -113,51 +130,75 @@ def draw(img: np.ndarray, xyxy: np.ndarray, labels: list[str], scores: np.ndarra
     return out
 
 
+def vis_relpath(image: dict[str, Any]) -> PurePosixPath:
+    """Where an image's drawing goes inside the --save-vis folder: its file_name as a .jpg, never
+    outside (an absolute name or one with '..' becomes ``img<id>_<name>``)."""
+    return dataset_relpath(image["file_name"], image["id"]).with_suffix(".jpg")
+
+
 def _save_vis(folder: Path, image: dict[str, Any], img: np.ndarray, cmap: CategoryMap, cat_ids: np.ndarray,
               xyxy: np.ndarray, scores: np.ndarray, vis_conf: float) -> None:
     import cv2
 
     keep = scores >= vis_conf
     vis = draw(img, xyxy[keep], [cmap.name_of(c) for c in cat_ids[keep].tolist()], scores[keep])
-    path = (folder / image["file_name"]).with_suffix(".jpg")
     ok, buf = cv2.imencode(".jpg", vis)
-    with atomic_path(path) as tmp:
+    with atomic_path(folder / vis_relpath(image)) as tmp:
         tmp.write_bytes(buf.tobytes())
 
 
-def iterate_predictions(model: Any, paths: list[str], **predict_args: Any) -> Iterator[Any]:
-    """Ultralytics results one image at a time (``stream=True``)."""
-    yield from model.predict(source=paths, stream=True, verbose=False, **predict_args)
+def decoded_batches(items: list[tuple[dict[str, Any], str]], batch: int
+                    ) -> Iterator[list[tuple[dict[str, Any], np.ndarray | None, str | None]]]:
+    """Batches of (image record, BGR array or None, why not), read one batch ahead in a thread."""
+    def load(chunk):
+        return [(im, *read_image(path)) for im, path in chunk]
+
+    chunks = [items[i:i + batch] for i in range(0, len(items), batch)]
+    if not chunks:
+        return
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        ahead = pool.submit(load, chunks[0])
+        for nxt in chunks[1:] + [None]:
+            current = ahead.result()
+            if nxt is not None:
+                ahead = pool.submit(load, nxt)
+            yield current
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
-    """Predict every image of ``args.images`` and write the outputs; return a summary."""
-    if not Path(args.weights).is_file():
-        raise UserError(f"weights not found: {args.weights}")
-    cmap, train_imgsz, _ = read_sidecar(args.weights)
-    images, root, made_up_ids = image_records(args.images)
-    by_path: dict[str, dict[str, Any]] = {}
+def _image_paths(images: list[dict[str, Any]], root: Path, source: str) -> dict[int, str]:
+    by_path: dict[str, int] = {}
     missing = []
     for im in images:
         f = str((root / im["file_name"]).absolute())
         if not os.path.isfile(f):
             missing.append(im["file_name"])
         elif f in by_path:
-            raise UserError(f"{args.images}: images {by_path[f]['id']} and {im['id']} are the same file {im['file_name']}")
-        by_path[f] = im
+            raise UserError(f"{source}: images {by_path[f]} and {im['id']} are the same file {im['file_name']}")
+        else:
+            by_path[f] = im["id"]
     if missing:
-        raise UserError(f"{args.images}: {len(missing)} of {len(images)} images are missing under {root} "
+        raise UserError(f"{source}: {len(missing)} of {len(images)} images are missing under {root} "
                         f"(first: {', '.join(missing[:5])})")
-    import cv2
+    return {iid: f for f, iid in by_path.items()}
 
-    unreadable = {f for f in by_path if not cv2.haveImageReader(f)}  # Ultralytics crashes on these
-    if unreadable and args.strict:
-        names = [by_path[f]["file_name"] for f in sorted(unreadable)]
-        raise UserError(f"{len(names)} of {len(images)} images could not be read (first: {', '.join(names[:5])}); "
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Predict every image of ``args.images`` and write the outputs; return a summary."""
+    if not Path(args.weights).is_file():
+        raise UserError(f"weights not found: {args.weights}")
+    images, root, made_up_ids = image_records(args.images)
+    path_of = _image_paths(images, root, args.images)
+    out = Path(args.out)
+    images_json = out.with_suffix(".images.json") if made_up_ids else None
+    guard_outputs({"--out": out, "--submission": args.submission, "the images JSON": images_json,
+                   "--save-vis": args.save_vis},
+                  {"--weights": args.weights, "the weights' sidecar": Path(args.weights).with_suffix(".json"),
+                   "--images": args.images, "image": list(path_of.values())}, folders={"--save-vis"})
+    bad = {iid: why for iid, f in path_of.items() if (why := file_problem(f)) is not None}
+    if bad and args.strict:
+        names = [f"{im['file_name']}: {bad[im['id']]}" for im in images if im["id"] in bad]
+        raise UserError(f"{len(names)} of {len(images)} images could not be read (first: {'; '.join(names[:3])}); "
                         "nothing was written")
-    if made_up_ids:
-        print(f"note: image ids follow the sorted file names under {root} (0 = {images[0]['file_name']}); "
-              f"they are written to {Path(args.out).with_suffix('.images.json')}", file=sys.stderr)
     ultra.setup()
     from tqdm import tqdm
 
@@ -165,52 +206,59 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     ultra.check_device(args.device)
     model = load_yolo(args.weights, args.trust_weights)
+    cmap, train_imgsz, note = resolve_sidecar(args.weights, getattr(model, "ckpt", None))
+    if note:
+        print(note, file=sys.stderr)
     names = getattr(model, "names", None) or {}
     if len(names) != len(cmap):
         raise UserError(f"{args.weights} predicts {len(names)} classes but its sidecar lists {len(cmap)}")
+    if made_up_ids:
+        print(f"note: image ids follow the sorted file names under {root} (0 = {images[0]['file_name']}); "
+              f"they are written to {images_json}", file=sys.stderr)
     imgsz = args.imgsz or train_imgsz
-    seen: set[int] = set()
+    unread: list[tuple[dict[str, Any], str]] = []
     vis_left = args.vis_max
     t0 = time.time()
-    with StreamingOutputs(Path(args.out), Path(args.submission) if args.submission else None) as out:
+    predict_args = dict(conf=args.conf, iou=args.iou, max_det=args.max_det, imgsz=imgsz, device=args.device,
+                        augment=args.tta, agnostic_nms=args.agnostic, verbose=False,
+                        **({"half": True} if args.half else {}))
+    with StreamingOutputs(out, Path(args.submission) if args.submission else None, images_json) as sink:
         bar = tqdm(total=len(images), unit="img", desc="predict", file=sys.stderr, dynamic_ncols=True)
-        readable = [f for f in by_path if f not in unreadable]
-        predict_args = dict(conf=args.conf, iou=args.iou, max_det=args.max_det, imgsz=imgsz, batch=args.batch,
-                            device=args.device, augment=args.tta, **({"half": True} if args.half else {}))
-        stream = iterate_predictions(model, readable, **predict_args) if readable else []
-        for r in stream:
-            image = by_path.get(str(Path(r.path).absolute()))
-            if image is None:
-                continue
-            boxes = r.boxes
-            cls = boxes.cls.cpu().numpy().astype(np.int64)
-            cat_ids = np.array([cmap.category_of(k) for k in cls.tolist()], np.int64)
-            xyxy = boxes.xyxy.cpu().numpy().astype(np.float64)
-            scores = boxes.conf.cpu().numpy().astype(np.float64)
-            out.add(image, cat_ids, xyxy, scores)
-            if "width" not in image:
-                image["height"], image["width"] = r.orig_shape
-            seen.add(image["id"])
-            if args.save_vis and vis_left > 0:
-                _save_vis(Path(args.save_vis), image, r.orig_img, cmap, cat_ids, xyxy, scores, args.vis_conf)
-                vis_left -= 1
-            bar.update(1)
+        todo = [(im, path_of[im["id"]]) for im in images if im["id"] not in bad]
+        unread += [(im, bad[im["id"]]) for im in images if im["id"] in bad]
+        for chunk in decoded_batches(todo, args.batch):
+            ok = [(im, arr) for im, arr, why in chunk if arr is not None]
+            unread += [(im, why) for im, arr, why in chunk if arr is None]
+            if unread and args.strict:
+                im, why = unread[0]
+                raise UserError(f"{im['file_name']}: {why}; nothing was written (--strict)")
+            results = model.predict(source=[arr for _, arr in ok], batch=len(ok), **predict_args) if ok else []
+            for (image, arr), r in zip(ok, results):
+                boxes = r.boxes
+                cls = boxes.cls.cpu().numpy().astype(np.int64)
+                cat_ids = np.array([cmap.category_of(k) for k in cls.tolist()], np.int64)
+                xyxy = boxes.xyxy.cpu().numpy().astype(np.float64)
+                scores = boxes.conf.cpu().numpy().astype(np.float64)
+                sink.add(image, cat_ids, xyxy, scores)
+                if "width" not in image:
+                    image["height"], image["width"] = arr.shape[:2]
+                if args.save_vis and vis_left > 0:
+                    _save_vis(Path(args.save_vis), image, arr, cmap, cat_ids, xyxy, scores, args.vis_conf)
+                    vis_left -= 1
+            bar.update(len(chunk))
         bar.close()
-        unread = [im for im in images if im["id"] not in seen]
-        if unread and args.strict:
-            raise UserError(f"{len(unread)} of {len(images)} images could not be read (first: "
-                            f"{', '.join(im['file_name'] for im in unread[:5])}); nothing was written")
-        for im in unread:  # the submission still lists every image (no boxes, so the JSON gains none)
-            out.add(im, np.zeros(0, np.int64), np.zeros((0, 4)), np.zeros(0))
+        for im, _ in unread:  # the submission still lists every image (no boxes, so the JSON gains none)
+            sink.add(im, np.zeros(0, np.int64), np.zeros((0, 4)), np.zeros(0))
+        if images_json is not None:
+            sink.images_doc = {"images": [im for im in images if "width" in im],
+                               "categories": cmap.coco_categories()}
     if unread:
+        first = "; ".join(f"{im['file_name']}: {why}" for im, why in unread[:3])
         print(f"warning: {len(unread)} of {len(images)} images could not be read and have no predictions "
-              f"(first: {', '.join(im['file_name'] for im in unread[:5])}); --strict makes this an error",
-              file=sys.stderr)
-    if made_up_ids:
-        write_json(Path(args.out).with_suffix(".images.json"),
-                   {"images": [im for im in images if "width" in im], "categories": cmap.coco_categories()})
+              f"(first: {first}); --strict makes this an error", file=sys.stderr)
     seconds = time.time() - t0
-    return {"images": len(images), "predicted": len(seen), "unread": len(unread), "boxes": out.n_boxes,
+    return {"images": len(images), "predicted": len(images) - len(unread), "unread": len(unread),
+            "unread_files": [im["file_name"] for im, _ in unread], "boxes": sink.n_boxes,
             "seconds": seconds, "imgsz": imgsz}
 
 
@@ -221,18 +269,22 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--images", required=True, help="COCO JSON (e.g. test.json), a folder, or a glob")
     p.add_argument("--out", required=True, help="COCO results JSON to write")
     p.add_argument("--tta", action="store_true", help="test-time augmentation (Ultralytics' augment=True)")
-    p.add_argument("--conf", type=float, default=0.001, help="score threshold (0.001: what mAP wants)")
-    p.add_argument("--iou", type=float, default=0.7, help="NMS IoU threshold (0.7)")
-    p.add_argument("--max-det", type=int, default=300, help="boxes kept per image (300)")
-    p.add_argument("--imgsz", type=int, default=None, help="inference size (default: the training size)")
-    p.add_argument("--batch", type=int, default=8, help="images per forward pass (8)")
+    p.add_argument("--conf", type=cli.number(0, 1, hi_open=True), default=0.001,
+                   help="score threshold (0.001: what mAP wants)")
+    p.add_argument("--iou", type=cli.IOU, default=0.7, help="NMS IoU threshold (0.7)")
+    p.add_argument("--agnostic", action="store_true", help="class-agnostic NMS (one box per place, any class)")
+    p.add_argument("--max-det", type=cli.POSITIVE_INT, default=300, help="boxes kept per image (300)")
+    p.add_argument("--imgsz", type=cli.number(32, integer=True), default=None,
+                   help="inference size, a multiple of 32 (default: the training size)")
+    p.add_argument("--batch", type=cli.POSITIVE_INT, default=8, help="images per forward pass (8)")
     p.add_argument("--half", action="store_true", help="FP16 on CUDA")
     p.add_argument("--device", default="", help='"" (GPU if any), cpu, 0, ...')
     p.add_argument("--submission", default=None, help="also write the competition CSV "
                    "(PredictionString,image_id; 'label score xmin ymin xmax ymax ...', image_id = file_name)")
-    p.add_argument("--save-vis", default=None, metavar="DIR", help="draw boxes with names and scores on images")
-    p.add_argument("--vis-conf", type=float, default=0.25, help="score threshold for --save-vis drawings (0.25)")
-    p.add_argument("--vis-max", type=int, default=50, help="at most this many drawn images (50)")
+    p.add_argument("--save-vis", default=None, metavar="DIR", help="draw boxes with names and scores on images "
+                   "(written inside DIR only, never over an input)")
+    p.add_argument("--vis-conf", type=cli.FRACTION, default=0.25, help="score threshold for --save-vis drawings (0.25)")
+    p.add_argument("--vis-max", type=cli.NONNEG_INT, default=50, help="at most this many drawn images (50)")
     p.add_argument("--strict", action="store_true", help="fail (write nothing) when an image cannot be read")
     p.add_argument("--trust-weights", action="store_true",
                    help="load the weights with the full pickle loader (it can run code: only for files you trust); "
@@ -241,10 +293,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> int:
-    if not 0 <= args.conf < 1 or not 0 < args.iou <= 1 or args.max_det < 1 or args.batch < 1:
-        raise UserError(f"need 0 <= --conf < 1, 0 < --iou <= 1, --max-det >= 1, --batch >= 1; got "
-                        f"{args.conf}, {args.iou}, {args.max_det}, {args.batch}")
-    if args.imgsz is not None and (args.imgsz < 32 or args.imgsz % 32):
+    if args.imgsz is not None and args.imgsz % 32:
         raise UserError(f"--imgsz must be a multiple of 32, got {args.imgsz}")
     s = run(args)
     rate = s["predicted"] / s["seconds"] if s["seconds"] > 0 else float("nan")

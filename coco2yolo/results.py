@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from .cocodata import describe_ids
-from .errors import UserError
+from .cocodata import _is_int, describe_ids
+from .errors import UserError, short
 from .fileio import load_json, write_json
 
 
@@ -33,10 +33,10 @@ class Detections:
     def empty(cls) -> Detections:
         return cls(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, 4)), np.zeros(0))
 
-    def to_records(self, decimals: int = 2) -> list[dict[str, Any]]:
-        """JSON-ready records (boxes rounded to ``decimals`` px, scores to 5 decimals)."""
-        boxes = np.round(self.xywh, decimals).tolist()
-        scores = np.round(self.score, 5).tolist()
+    def to_records(self) -> list[dict[str, Any]]:
+        """JSON-ready records at full precision (JSON writes each float's shortest repr)."""
+        boxes = self.xywh.tolist()
+        scores = self.score.tolist()
         return [{"image_id": int(i), "category_id": int(c), "bbox": b, "score": s}
                 for i, c, b, s in zip(self.image_id.tolist(), self.category_id.tolist(), boxes, scores)]
 
@@ -66,14 +66,14 @@ def parse_results(obj: Any, source: str, image_ids: set[int] | None = None,
             img[i], cat[i], boxes[i], scores[i] = r["image_id"], r["category_id"], r["bbox"], r["score"]
         except KeyError as err:
             raise _bad(source, i, f"missing {err} (needs image_id, category_id, bbox, score)") from None
-        if type(img[i]) is not int or type(cat[i]) is not int:
-            raise _bad(source, i, f"image_id and category_id must be integers, got "
-                                  f"{img[i]!r} and {cat[i]!r}")
+        if not _is_int(img[i]) or not _is_int(cat[i]):
+            raise _bad(source, i, f"image_id and category_id must be integers (int64), got "
+                                  f"{short(img[i])} and {short(cat[i])}")
         b = boxes[i]
         if (not isinstance(b, list) or len(b) != 4
                 or not all(type(v) in (int, float) for v in b) or type(scores[i]) not in (int, float)):
             raise _bad(source, i, f"bbox must be 4 numbers [x, y, w, h] and score a number; "
-                                  f"got bbox={b!r:.80}, score={scores[i]!r:.20}")
+                                  f"got bbox={short(b)}, score={short(scores[i])}")
     img = np.array(img, dtype=np.int64)
     cat = np.array(cat, dtype=np.int64)
     box = np.array(boxes, dtype=np.float64).reshape(n, 4)
@@ -109,8 +109,8 @@ def save_results(path: str | os.PathLike, dets: Detections) -> None:
 
 
 def prediction_string(cat_ids: np.ndarray, xyxy: np.ndarray, scores: np.ndarray) -> str:
-    """The competition's PredictionString: 'label score xmin ymin xmax ymax ...' (pixels)."""
-    return " ".join(f"{c} {s:.5f} {x1:.2f} {y1:.2f} {x2:.2f} {y2:.2f}"
+    """The competition's PredictionString: 'label score xmin ymin xmax ymax ...' (pixels, full precision)."""
+    return " ".join(f"{c} {s!r} {x1!r} {y1!r} {x2!r} {y2!r}"
                     for c, (x1, y1, x2, y2), s in zip(cat_ids.tolist(), xyxy.tolist(), scores.tolist()))
 
 

@@ -13,8 +13,8 @@ from typing import Any
 
 from . import cli
 from .cocodata import CategoryMap
-from .errors import UserError
-from .fileio import load_json, write_json
+from .errors import UserError, short
+from .fileio import guard_outputs, load_json, write_json
 
 FORMAT = "coco2yolo-weights/1"
 
@@ -43,8 +43,36 @@ def read_sidecar(weights: str | os.PathLike) -> tuple[CategoryMap, int, dict[str
     cmap = CategoryMap.from_json({"categories": doc.get("categories")}, str(path))
     imgsz = doc.get("imgsz")
     if not isinstance(imgsz, int) or imgsz < 32:
-        raise UserError(f"{path}: 'imgsz' must be an integer >= 32, got {imgsz!r}")
+        raise UserError(f"{path}: 'imgsz' must be an integer >= 32, got {short(imgsz)}")
     return cmap, imgsz, doc
+
+
+def derive_sidecar(weights: str | os.PathLike, ckpt: Any) -> tuple[CategoryMap, int, str] | None:
+    """For weights without a sidecar (e.g. ``runs/train/N/weights/best.pt``): the category map from the
+    ``categories.json`` beside the data.yaml the checkpoint was trained on, and its training size."""
+    args = ckpt.get("train_args") if isinstance(ckpt, dict) else None
+    data = args.get("data") if isinstance(args, dict) else None
+    imgsz = args.get("imgsz") if isinstance(args, dict) else None
+    if not isinstance(data, str) or not isinstance(imgsz, int) or isinstance(imgsz, bool) or imgsz < 32:
+        return None
+    cat_file = Path(data).parent / "categories.json"
+    if not cat_file.is_file():
+        return None
+    note = (f"note: {weights} has no sidecar {sidecar_path(weights).name}; category ids from {cat_file} (beside "
+            f"the data.yaml it was trained on), training size {imgsz}")
+    return CategoryMap.load(cat_file), imgsz, note
+
+
+def resolve_sidecar(weights: str | os.PathLike, ckpt: Any = None) -> tuple[CategoryMap, int, str | None]:
+    """The sidecar's category map and training size, or, without one, what the checkpoint tells
+    (see :func:`derive_sidecar`); the third value is a note to print when derived."""
+    if sidecar_path(weights).exists() or ckpt is None:
+        cmap, imgsz, _ = read_sidecar(weights)
+        return cmap, imgsz, None
+    derived = derive_sidecar(weights, ckpt)
+    if derived is None:
+        read_sidecar(weights)  # raises the error that says how to make one
+    return derived
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -53,13 +81,15 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("weights", help="the .pt file")
     p.add_argument("--categories", required=True,
                    help="categories.json written by the converter (class index <-> category_id)")
-    p.add_argument("--imgsz", type=int, required=True, help="the image size the weights were trained at")
+    p.add_argument("--imgsz", type=cli.number(32, integer=True), required=True,
+                   help="the image size the weights were trained at")
     return p
 
 
 def main(args: argparse.Namespace) -> int:
     if not Path(args.weights).is_file():
         raise UserError(f"weights not found: {args.weights}")
+    guard_outputs({"sidecar": sidecar_path(args.weights)}, {"WEIGHTS": args.weights, "--categories": args.categories})
     path = write_sidecar(args.weights, CategoryMap.load(args.categories), args.imgsz,
                          origin="python -m coco2yolo.sidecar")
     print(f"wrote {path}")

@@ -13,6 +13,7 @@ import argparse
 import csv
 import datetime as dt
 import hashlib
+import math
 import shutil
 import sys
 import time
@@ -21,15 +22,10 @@ from typing import Any
 
 from . import __version__, cli, config, ultra
 from .cocodata import CategoryMap
-from .errors import UserError
-from .fileio import atomic_path
+from .errors import UserError, short
+from .fileio import atomic_path, check_output_folder, guard_outputs, make_dirs, output_lock
 from .sidecar import write_sidecar
 
-# Train arguments passed to Ultralytics as they are.
-PASS_THROUGH = ("epochs", "imgsz", "batch", "device", "workers", "seed", "deterministic", "optimizer",
-                "lr0", "lrf", "momentum", "weight_decay", "warmup_epochs", "cos_lr", "patience", "amp",
-                "cache", "val", "plots", "mosaic", "close_mosaic", "mixup", "fliplr", "flipud", "scale",
-                "translate", "degrees", "hsv_h", "hsv_s", "hsv_v")
 PRESETS = ("none", "weather")
 
 
@@ -180,11 +176,37 @@ def _final_metrics(trainer: Any, save_dir: Path) -> dict[str, float]:
         with open(save_dir / "results.csv", newline="") as fh:
             rows = list(csv.DictReader(fh))
         metrics = {k.strip(): float(v) for k, v in rows[-1].items() if k.strip().startswith("metrics/")} if rows else {}
-    return {k: round(float(v), 6) for k, v in metrics.items()}
+    return {k: float(v) for k, v in metrics.items() if math.isfinite(float(v))}
 
 
 def default_name(data_yaml: Path, model: str, weights: str | None) -> str:
     return f"{data_yaml.parent.name}_{Path(weights or model).stem}"
+
+
+def _check_outputs(cfg: dict[str, Any], data_yaml: Path, name: str, run_dir: Path) -> Path:
+    """Before any work: the weights folder is usable, N.pt is no input, and the name is free (or
+    ``exist_ok``/``resume``). Returns the path of the weights to write."""
+    weights_dir = check_output_folder(cfg["weights_dir"], "--weights-dir")
+    out_pt = weights_dir / f"{name}.pt"
+    model_file = Path(cfg["model"]) if cfg["model"].endswith(".pt") else None
+    if model_file is not None and not model_file.is_file():
+        model_file = weights_dir / model_file.name
+    guard_outputs({"weights": out_pt, "sidecar": out_pt.with_suffix(".json")},
+                  {"--weights": cfg["weights"], "--model": model_file if model_file and model_file.exists() else None,
+                   "--data": data_yaml, "--pseudo-labels": cfg["pseudo_labels"], "--pseudo-images": cfg["pseudo_images"]})
+    taken = [p for p in (out_pt, run_dir) if p.exists()]
+    if taken and not (cfg["exist_ok"] or cfg["resume"]):
+        raise UserError(f"--name {name} is taken: {taken[0]} exists; choose another --name, or pass --exist-ok to "
+                        "replace it (its earlier weights are then lost)")
+    return out_pt
+
+
+def _check_values(cfg: dict[str, Any]) -> None:
+    if isinstance(cfg["imgsz"], bool) or not isinstance(cfg["imgsz"], int) or cfg["imgsz"] < 32:
+        raise UserError(f"imgsz must be an integer >= 32 (a multiple of 32 is used as given; Ultralytics rounds "
+                        f"others up), got {short(cfg['imgsz'])}")
+    if not 0 <= cfg["pseudo_conf"] <= 1:
+        raise UserError(f"pseudo_conf must be in [0, 1], got {cfg['pseudo_conf']}")
 
 
 def run(cfg: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
@@ -193,16 +215,28 @@ def run(cfg: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     ultra.trust_checkpoints(cfg["trust_weights"])
     data_yaml, _, cmap, from_file = check_data(cfg["data"])
     ultra.check_device(cfg["device"])
-    if cfg["epochs"] < 1 or cfg["imgsz"] < 32 or cfg["imgsz"] % 32 or (cfg["batch"] < 1 and cfg["batch"] != -1):
-        raise UserError(f"need epochs >= 1, imgsz a multiple of 32 (>= 32), batch >= 1 or -1; got "
-                        f"epochs={cfg['epochs']}, imgsz={cfg['imgsz']}, batch={cfg['batch']}")
+    _check_values(cfg)
     if cfg["optimizer"] == "auto":
         print("note: optimizer auto chooses its own learning rate and ignores lr0", file=sys.stderr)
     name = cfg["name"] or default_name(data_yaml, cfg["model"], cfg["weights"])
+    check_name(name)
     cfg = {**cfg, "name": name}
-    project = ultra.runs_dir() / "train"
+    project = make_dirs(ultra.runs_dir() / "train")
     run_dir = project / name
+    out_pt = _check_outputs(cfg, data_yaml, name, run_dir)
     augmentations = preset_transforms(cfg["augment_preset"])
+    with output_lock(run_dir):
+        return _train(cfg, extra, data_yaml, cmap, from_file, project, run_dir, out_pt, augmentations)
+
+
+def check_name(name: str) -> None:
+    if not name or name in (".", "..") or "/" in name or "\\" in name or any(ord(c) < 32 for c in name):
+        raise UserError(f"--name {name!r}: a run name is one folder name (no '/', no control characters)")
+
+
+def _train(cfg: dict[str, Any], extra: dict[str, Any], data_yaml: Path, cmap: CategoryMap, from_file: bool,
+           project: Path, run_dir: Path, out_pt: Path, augmentations: list[Any] | None) -> dict[str, Any]:
+    name = cfg["name"]
     train_data = data_yaml
     pseudo_note = None
     if cfg["pseudo_labels"] or cfg["pseudo_images"]:
@@ -225,10 +259,9 @@ def run(cfg: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
         print(origin)
         yolo.train(resume=True)
     else:
-        run_dir.parent.mkdir(parents=True, exist_ok=True)
         yolo, origin = build_model(cfg, cmap, run_dir)
         print(origin)
-        args = {k: cfg[k] for k in PASS_THROUGH}
+        args = {k: v for k, v in cfg.items() if config.is_ultralytics_key(k)}
         if augmentations:
             args["augmentations"] = augmentations
         yolo.train(data=str(train_data), project=str(project), name=name, exist_ok=True, **args, **extra)
@@ -236,7 +269,6 @@ def run(cfg: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     trainer = yolo.trainer
     save_dir = Path(trainer.save_dir)
     best = Path(trainer.best) if Path(trainer.best).exists() else Path(trainer.last)
-    out_pt = Path(cfg["weights_dir"]) / f"{name}.pt"
     with atomic_path(out_pt) as tmp:
         shutil.copyfile(best, tmp)
     import torch
@@ -252,13 +284,14 @@ def run(cfg: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
         "config": cfg,
         "extra_ultralytics_args": extra,
         "metrics": _final_metrics(trainer, save_dir),
-        "train_seconds": round(seconds, 1),
-        "seconds_per_epoch": round(seconds / max(1, cfg["epochs"]), 2),
+        "train_seconds": seconds,
+        "seconds_per_epoch": seconds / max(1, cfg["epochs"]),
         "run_dir": str(save_dir),
         "versions": {"coco2yolo": __version__, "ultralytics": ultralytics.__version__,
                      "torch": torch.__version__, "python": sys.version.split()[0]},
     }
-    write_sidecar(out_pt, cmap, cfg["imgsz"], **sidecar)
+    imgsz = getattr(trainer.args, "imgsz", cfg["imgsz"])
+    write_sidecar(out_pt, cmap, int(imgsz) if isinstance(imgsz, int) else cfg["imgsz"], **sidecar)
     m = sidecar["metrics"]
     print(f"best weights: {out_pt} (+ {out_pt.with_suffix('.json').name}); "
           f"val mAP50 {m.get('metrics/mAP50(B)', float('nan')):.4f} (Ultralytics' metric; score with "
@@ -267,6 +300,7 @@ def run(cfg: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
 
 
 def get_args_parser() -> argparse.ArgumentParser:
+    ultra.setup()  # the flags come from Ultralytics' own argument table
     p = cli.ArgumentParser(prog="train_yolo.py", description="Train an Ultralytics YOLO detector on a "
                            "dataset written by `python -m coco2yolo` (defaults: coco2yolo/cfg/train.yaml).")
     p.add_argument("--config", default=None, help="YAML file with any keys of coco2yolo/cfg/train.yaml")
@@ -277,11 +311,11 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> int:
-    cfg = config.resolve(args)
     ultra.setup()
+    cfg = config.resolve(args)
     from ultralytics.cfg import DEFAULT_CFG_DICT
 
-    reserved = set(PASS_THROUGH) | {"data", "model", "project", "name", "exist_ok", "resume", "augmentations"}
+    reserved = {k for k in cfg if config.is_ultralytics_key(k)} | set(config.MANAGED)
     extra = config.parse_set(args.set, set(DEFAULT_CFG_DICT) - reserved, reserved)
     run(cfg, extra)
     return 0

@@ -93,7 +93,7 @@ def test_refuses_to_replace_a_foreign_folder(tmp_path):
 
 
 def test_out_of_image_is_an_error_without_clean_and_clipped_with_it(tmp_path):
-    src = make_coco(tmp_path, [(0, "a.jpg", 50, 50)], [ann(0, 0, 1, [40, 40, 20, 5])], [1])
+    src = make_coco(tmp_path, [(0, "a.jpg", 50, 50), (1, "b.jpg", 50, 50)], [ann(0, 0, 1, [40, 40, 20, 5])], [1])
     with pytest.raises(UserError, match=r"annotations\[0\] \(id 0\).*outside.*--clean"):
         convert(src, tmp_path / "o", ConvertOptions(val_fraction=0.5))
     res = convert(src, tmp_path / "o", ConvertOptions(val_fraction=0.5, clean=CleanConfig()))
@@ -162,10 +162,14 @@ def test_peer_check_equals_ultralytics_convert_coco_on_a_one_based_file(tmp_path
 @need(RECYCLE)
 def test_real_scale_five_fold_conversion(tmp_path):
     data = json.loads(RECYCLE.read_text())
+    import cv2
+
+    one = tmp_path / "one.jpg"
+    cv2.imwrite(str(one), np.zeros((8, 8, 3), np.uint8))  # the photos are not public: one tiny JPEG, hard-linked
     for im in data["images"]:
         p = tmp_path / "img" / im["file_name"]
         p.parent.mkdir(parents=True, exist_ok=True)
-        p.touch()
+        os.link(one, p)
     before = _digest(RECYCLE)
     shares = []
     for fold in (0, 3):

@@ -144,7 +144,7 @@ def test_tune_picks_the_better_setting_and_setting_file_reapplies(tmp_path, caps
     assert code == 0, err
     setting = json.loads((tmp_path / "fused.setting.json").read_text())
     report = setting["report"]
-    assert setting["weights"] == [2.0, 1.0] and report["best"]["mAP50"] == pytest.approx(1.0)
+    assert setting["model_weights"] == [2.0, 1.0] and report["best"]["mAP50"] == pytest.approx(1.0)
     assert report["single_models"][1]["mAP50"] < 0.01
     assert report["gain_over_best_single"]["delta_mAP50"] == pytest.approx(0.0)
     assert "best:" in out and "single models" in out
@@ -164,8 +164,20 @@ def test_cli_bad_inputs(tmp_path, capsys):
     other_img = write_json(tmp_path / "o.json", [{"image_id": 99, "category_id": 0, "bbox": [1, 1, 5, 5], "score": 0.5}])
     other_cat = write_json(tmp_path / "c.json", [{"image_id": 0, "category_id": 7, "bbox": [1, 1, 5, 5], "score": 0.5}])
     for argv, match in [([ok, other_img], "image_id 99 is not in"), ([ok, other_cat], "category_id 7 is not in"),
-                        ([ok, ok, "--weights", "1"], "1 values for 2 results files"),
+                        ([ok, ok, "--model-weights", "1"], "1 values for 2 results files"),
+                        ([ok, ok, "--model-weights", "nan", "1"], "must be a number >= 0, got 'nan'"),
+                        ([ok, ok, "--iou-thr", "inf"], "must be a number in (0, 1], got 'inf'"),
                         ([ok, "--method", "vote"], "invalid choice: 'vote'")]:
         code, _, err = _cli([*argv, "--images", g, "--out", tmp_path / "f.json"], capsys)
         assert code == 2 and match in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "f.json").exists()
+
+
+def test_old_spellings_still_work_with_a_note(tmp_path, capsys):
+    val = _val(tmp_path)
+    g = write_json(tmp_path / "val.json", val)
+    ok = write_json(tmp_path / "ok.json", [{"image_id": 0, "category_id": 0, "bbox": [1, 1, 5, 5], "score": 0.5}])
+    code, _, err = _cli([ok, ok, "--images", g, "--out", tmp_path / "f.json", "--weights", "2", "1"], capsys)
+    assert code == 0 and "--weights is deprecated; use --model-weights" in err
+    args = ensembling.get_args_parser().parse_args([str(ok), "--out", "x", "--max-dets", "7"])
+    assert args.eval_max_dets == 7 and args.max_det == 0

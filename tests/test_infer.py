@@ -5,6 +5,7 @@ import json
 import shutil
 
 import numpy as np
+import torch
 
 from coco2yolo import predict
 from coco2yolo.convert import ConvertOptions, convert
@@ -79,11 +80,20 @@ def test_folder_source_writes_images_json(tiny_weights, sample, tmp_path, capsys
     assert {p["image_id"] for p in json.loads(out.read_text())} <= {im["id"] for im in imgs}
 
 
-def test_missing_sidecar_says_how_to_make_one(tiny_weights, sample, tmp_path, capsys):
-    w = tmp_path / "bare.pt"
+def test_missing_sidecar_is_derived_from_the_checkpoint_or_explained(tiny_weights, sample, tmp_path, capsys):
+    w = tmp_path / "best.pt"  # like runs/train/N/weights/best.pt: no sidecar beside it
     shutil.copy(tiny_weights, w)
-    code, _, err = _cli(["--weights", w, "--images", sample.parent / "test.json", "--out", tmp_path / "p.json"], capsys)
-    assert code == 2 and "python -m coco2yolo.sidecar" in err and not (tmp_path / "p.json").exists()
+    code, _, err = _cli(["--weights", w, "--images", sample.parent / "test.json", "--out", tmp_path / "p.json",
+                         "--device", "cpu"], capsys)
+    assert code == 0 and "has no sidecar" in err and "categories.json" in err, err
+    assert {p["category_id"] for p in json.loads((tmp_path / "p.json").read_text())} <= set(range(10))
+    from coco2yolo.legacy import save_ultralytics_checkpoint
+
+    bare = save_ultralytics_checkpoint(torch.load(tiny_weights, map_location="cpu", weights_only=False)["model"],
+                                       tmp_path / "bare.pt")  # no train_args: nothing to derive from
+    code, _, err = _cli(["--weights", bare, "--images", sample.parent / "test.json", "--out", tmp_path / "q.json",
+                         "--device", "cpu"], capsys)
+    assert code == 2 and "python -m coco2yolo.sidecar" in err and not (tmp_path / "q.json").exists()
 
 
 def test_unreadable_image_warns_or_fails_with_strict(tiny_weights, sample, tmp_path, capsys):
