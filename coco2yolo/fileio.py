@@ -19,6 +19,7 @@ import ctypes
 import errno
 import json
 import os
+import re
 import shutil
 import socket
 import sys
@@ -30,7 +31,6 @@ from typing import Any
 from .errors import UserError
 
 MAX_JSON_DEPTH = 64  # a COCO file nests 6 levels (segmentation polygons); results files 3
-PART_MARKER = ".coco2yolo-part"  # inside a folder while it is being built
 
 
 def _umask() -> int:
@@ -177,12 +177,19 @@ def _alive(pid: int) -> bool:
     return True
 
 
+_RANDOM = re.compile(r"[a-z0-9_]{8}")  # tempfile's random part
+
+
 def _stale_owner(entry: str, name: str) -> bool:
-    """Whether ``entry`` is a temporary of ``name`` made on this host by a process that is gone."""
+    """Whether ``entry`` is a temporary of ``name`` made on this host by a process that is gone.
+
+    The name is the proof: ``.NAME.HOST.PID.<8 tempfile characters>.part`` (or ``.old``), which only
+    :func:`atomic_paths` and :func:`atomic_dir` create.
+    """
     if not entry.startswith(f".{name}.") or not entry.endswith((".part", ".old")):
         return False
     parts = entry[len(name) + 2:].rsplit(".", 3)  # HOST, PID, random, part|old
-    return (len(parts) == 4 and parts[0] == _HOST and parts[1].isdigit()
+    return (len(parts) == 4 and parts[0] == _HOST and parts[1].isdigit() and _RANDOM.fullmatch(parts[2]) is not None
             and int(parts[1]) != os.getpid() and not _alive(int(parts[1])))
 
 
@@ -192,7 +199,6 @@ _cleaned: set[tuple[str, str]] = set()
 def remove_stale(parent: Path, name: str, once: bool = True) -> int:
     """Remove temporaries of ``parent/name`` left by killed runs on this host; return how many.
 
-    A file is ours by its name; a folder also needs the build marker or a tool marker inside.
     ``once``: only the first call per (folder, name) in this process scans (many files written
     into one folder would otherwise rescan it each time).
     """
@@ -210,8 +216,6 @@ def remove_stale(parent: Path, name: str, once: bool = True) -> int:
             continue
         with contextlib.suppress(OSError):
             if e.is_dir(follow_symlinks=False):
-                if not any((Path(e.path) / m).exists() for m in (PART_MARKER, ".coco2yolo")):
-                    continue
                 shutil.rmtree(e.path)
             else:
                 os.unlink(e.path)
@@ -360,10 +364,8 @@ def atomic_dir(path: str | os.PathLike, marker: str) -> Iterator[Path]:
         tmp = Path(tempfile.mkdtemp(prefix=_prefix(path.name), suffix=".part", dir=path.parent))
         try:
             os.chmod(tmp, DIR_MODE)
-            (tmp / PART_MARKER).touch()
             yield tmp
             (tmp / marker).touch()
-            (tmp / PART_MARKER).unlink()
             if not path.exists():
                 os.replace(tmp, path)
             elif not _exchange(tmp, path):  # fallback: two renames; a kill between them is undone by _recover

@@ -21,6 +21,7 @@ from .cocodata import CategoryMap, load_dataset
 from .convert import MARKER, dataset_relpath, format_label_lines
 from .errors import UserError
 from .fileio import atomic_dir
+from .images import file_problem
 from .results import Detections, load_results
 
 
@@ -73,6 +74,13 @@ def build_pseudo_dataset(data_yaml: Path, cmap: CategoryMap, results: Path, imag
         if os.path.realpath(src) in val_files:
             raise UserError(f"{images_json}: image {im['file_name']} is a validation image of {data_yaml}; "
                             "pseudo-labels may only add unlabelled images to training")
+    unusable = [(im["file_name"], why) for im in chosen if (why := file_problem(img_root / im["file_name"]))]
+    if unusable:
+        skip = {n for n, _ in unusable}
+        chosen = [im for im in chosen if im["file_name"] not in skip]
+        if not chosen:
+            raise UserError(f"{images_json}: none of the images with pseudo-labels is usable (first: "
+                            f"{unusable[0][0]}: {unusable[0][1]})")
     with atomic_dir(out, MARKER) as tmp:
         for im in chosen:
             rel = dataset_relpath(im["file_name"], im["id"])
@@ -80,16 +88,19 @@ def build_pseudo_dataset(data_yaml: Path, cmap: CategoryMap, results: Path, imag
             lbl = (tmp / "labels" / "train" / rel).with_suffix(".txt")
             dst.parent.mkdir(parents=True, exist_ok=True)
             lbl.parent.mkdir(parents=True, exist_ok=True)
-            os.symlink((img_root / im["file_name"]).absolute(), dst)
+            os.symlink(os.path.realpath(img_root / im["file_name"]), dst)
             lbl.write_text("".join(f"{r}\n" for r in lines[im["id"]]), encoding="utf-8")
         new = dict(data)
         new.update(path=str(out), train=[str(p) for p in train_dirs] + [str(out / "images" / "train")],
                    val=[str(p) for p in val_dirs] if len(val_dirs) > 1 else str(val_dirs[0]))
         (tmp / "data.yaml").write_text(yaml.safe_dump(new, sort_keys=False, allow_unicode=True), encoding="utf-8")
         cmap.save(tmp / "categories.json")
+    per_class = Counter(cmap.names[int(row.split()[0])] for im in chosen for row in lines[im["id"]])
     n_boxes = sum(per_class.values())
     summary = (f"pseudo-labels: added {len(chosen)} images and {n_boxes} boxes scoring >= {conf:g} to "
                f"training (not validation); per class: "
                + (", ".join(f"{k} {v}" for k, v in sorted(per_class.items())) or "none")
-               + f"; {len(images) - len(chosen)} images had no such box and were not added")
+               + f"; {len(images) - len(chosen) - len(unusable)} images had no such box and were not added"
+               + (f"; {len(unusable)} unusable image files skipped (first: {unusable[0][0]}: {unusable[0][1]})"
+                  if unusable else ""))
     return out / "data.yaml", summary

@@ -391,14 +391,13 @@ def test_leftovers_of_killed_runs_are_recovered_or_removed(tmp_path, capsys):
     assert _convert([src, "--out", out], capsys)[0] == 0
     dead = 2**22 + 12345  # above pid_max's default: no such process
     host = fileio._HOST
-    part = tmp_path / f".o.{host}.{dead}.abc123.part"  # a killed run's half-built folder
+    part = tmp_path / f".o.{host}.{dead}.abc123xy.part"  # a killed run's half-built folder
     shutil.copytree(out, part)
-    (part / fileio.PART_MARKER).touch()
-    file_part = tmp_path / f".x.json.{host}.{dead}.zz9.part"
+    file_part = tmp_path / f".x.json.{host}.{dead}.zz9_0000.part"
     file_part.write_text("[")
-    foreign = tmp_path / f".o.otherhost.{dead}.abc.part"  # another machine's: not ours to remove
+    foreign = tmp_path / f".o.otherhost.{dead}.abcdefgh.part"  # another machine's: not ours to remove
     foreign.mkdir()
-    os.replace(out, tmp_path / f".o.{host}.{dead}.old1.old")  # killed between the fallback's two renames
+    os.replace(out, tmp_path / f".o.{host}.{dead}.old1old1.old")  # killed between the fallback's two renames
     assert _convert([src, "--out", out], capsys)[0] == 0
     left = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".o"))
     assert left == [foreign.name] and (out / "data.yaml").exists()

@@ -1,0 +1,197 @@
+"""Fuzzing every command's COCO and results readers: each mutated input ends in exit 0 or 2 with at
+most one line on stderr, never a traceback, and no input file changes (its hash is checked)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import shutil
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from coco2yolo import cli, convert as conv, ensembling, evaluation, predict, sidecar, train
+from coco2yolo.cocodata import CategoryMap
+from coco2yolo.errors import UserError
+from conftest import run_cli
+from fuzzing import mutated
+from helpers import ann, make_coco
+
+SEEDS = st.integers(0, 2**32 - 1)
+FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+
+
+def _tree_digest(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file() and not p.is_symlink()}
+
+
+def _check(code, err):
+    assert code in (0, 2), (code, err)
+    assert "Traceback" not in err, err
+    if code == 2:
+        assert len(err.strip().splitlines()) == 1, err
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    """A small valid dataset, results, and a fusion setting to mutate."""
+    root = tmp_path_factory.mktemp("fuzzbase")
+    images = [(i, f"train/{i}.jpg", 32, 32) for i in range(4)]
+    anns = [ann(0, 0, 0, [2, 2, 10, 10]), ann(1, 1, 1, [5, 5, 8, 8]), ann(2, 2, 0, [1, 1, 20, 20]),
+            ann(3, 3, 1, [3, 3, 3, 3])]
+    gt_path = make_coco(root / "ds", images, anns, [0, 1])
+    gt = json.loads(gt_path.read_text())
+    preds = [{"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"], "score": 0.8}
+             for a in anns]
+    setting = ensembling.setting_doc(dict(ensembling.DEFAULTS), 2)
+    return {"root": root, "gt": gt, "preds": preds, "setting": setting}
+
+
+def _write(folder: Path, name: str, data: bytes) -> Path:
+    p = folder / name
+    p.write_bytes(data)
+    return p
+
+
+@FUZZ
+@given(seed=SEEDS)
+def test_convert_reader(base, tmp_path_factory, capsys, seed):
+    work = tmp_path_factory.mktemp("conv")
+    shutil.copytree(base["root"] / "ds", work / "ds")
+    src = _write(work / "ds", "fuzz.json", mutated(base["gt"], random.Random(seed)))
+    before = _tree_digest(work / "ds")
+    code, _, err = run_cli(conv.main, conv.get_args_parser(), [src, "--out", work / "out", "--val-fraction", "0.5"],
+                           capsys)
+    _check(code, err)
+    assert _tree_digest(work / "ds") == before
+
+
+@FUZZ
+@given(seed=SEEDS, which=st.sampled_from(["gt", "preds"]))
+def test_evaluate_readers(base, tmp_path_factory, capsys, seed, which):
+    work = tmp_path_factory.mktemp("ev")
+    rng = random.Random(seed)
+    gt = _write(work, "gt.json", mutated(base["gt"], rng) if which == "gt" else json.dumps(base["gt"]).encode())
+    pr = _write(work, "p.json", mutated(base["preds"], rng) if which == "preds" else json.dumps(base["preds"]).encode())
+    before = _tree_digest(work)
+    code, _, err = run_cli(evaluation.main, evaluation.get_args_parser(),
+                           ["--gt", gt, pr, "--bootstrap", "5", "--json", work / "out" / "m.json"], capsys)
+    _check(code, err)
+    assert {k: v for k, v in _tree_digest(work).items() if not k.startswith("out")} == before
+
+
+@FUZZ
+@given(seed=SEEDS, which=st.sampled_from(["images", "preds", "setting", "tune"]))
+def test_ensemble_readers(base, tmp_path_factory, capsys, seed, which):
+    work = tmp_path_factory.mktemp("ens")
+    rng = random.Random(seed)
+    gt = _write(work, "gt.json", mutated(base["gt"], rng) if which in ("images", "tune")
+                else json.dumps(base["gt"]).encode())
+    pa = _write(work, "a.json", mutated(base["preds"], rng) if which == "preds" else json.dumps(base["preds"]).encode())
+    pb = _write(work, "b.json", json.dumps(base["preds"]).encode())
+    argv = [pa, pb, "--out", work / "out" / "f.json"]
+    if which == "setting":
+        argv += ["--images", gt, "--setting", _write(work, "s.json", mutated(base["setting"], rng))]
+    elif which == "tune":
+        argv += ["--tune", gt, "--bootstrap", "5", "--tune-iou", "0.5", "--tune-methods", "wbf"]
+    else:
+        argv += ["--images", gt]
+    before = _tree_digest(work)
+    code, _, err = run_cli(ensembling.main, ensembling.get_args_parser(), argv, capsys)
+    _check(code, err)
+    assert {k: v for k, v in _tree_digest(work).items() if not k.startswith("out")} == before
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
+@given(seed=SEEDS, which=st.sampled_from(["images", "sidecar"]))
+def test_infer_readers(base, tiny_weights, tmp_path_factory, capsys, seed, which):
+    work = tmp_path_factory.mktemp("inf")
+    shutil.copytree(base["root"] / "ds", work / "ds")
+    rng = random.Random(seed)
+    images = {"images": base["gt"]["images"], "categories": [{"id": k, "name": str(k)} for k in range(10)]}
+    src = _write(work / "ds", "test.json", mutated(images, rng) if which == "images" else json.dumps(images).encode())
+    w = work / "w.pt"
+    shutil.copy(tiny_weights, w)
+    side = json.loads(tiny_weights.with_suffix(".json").read_text())
+    _write(work, "w.json", mutated(side, rng) if which == "sidecar" else json.dumps(side).encode())
+    before = _tree_digest(work)
+    code, _, err = run_cli(predict.main, predict.get_args_parser(),
+                           ["--weights", w, "--images", src, "--out", work / "out" / "p.json", "--device", "cpu"],
+                           capsys)
+    _check(code, err)
+    assert {k: v for k, v in _tree_digest(work).items() if not k.startswith("out")} == before
+
+
+@FUZZ
+@given(seed=SEEDS, which=st.sampled_from(["categories", "pseudo_results", "pseudo_images"]))
+def test_training_input_readers(base, yolo_data, sample, tmp_path_factory, capsys, seed, which):
+    """The files train_yolo.py reads besides checkpoints: categories.json (via data.yaml) and the
+    pseudo-label results and images, each checked before any training starts."""
+    from coco2yolo.pseudo import build_pseudo_dataset
+
+    work = tmp_path_factory.mktemp("tr")
+    rng = random.Random(seed)
+    ds = work / "ds"
+    shutil.copytree(yolo_data, ds, symlinks=True)
+    (ds / "data.yaml").write_text((ds / "data.yaml").read_text().replace(str(yolo_data), str(ds)))
+    cats = json.loads((yolo_data / "categories.json").read_text())
+    if which == "categories":
+        _write(ds, "categories.json", mutated(cats, rng))
+    test = json.loads((sample.parent / "test.json").read_text())
+    preds = [{"image_id": im["id"], "category_id": 3, "bbox": [4, 4, 20, 20], "score": 0.9} for im in test["images"]]
+    res = _write(work, "p.json", mutated(preds, rng) if which == "pseudo_results" else json.dumps(preds).encode())
+    imgs = _write(sample.parent, f"fuzz_{seed}.json", mutated(test, rng) if which == "pseudo_images"
+                  else json.dumps(test).encode())
+    before = _tree_digest(work)
+
+    def main(_args):
+        _, _, cmap, _ = train.check_data(str(ds / "data.yaml"))
+        build_pseudo_dataset(ds / "data.yaml", cmap, res, imgs, 0.5, work / "out" / "pseudo")
+        return 0
+
+    try:
+        code = cli.run(main, cli.ArgumentParser(prog="train_yolo.py"), [])
+    finally:
+        imgs.unlink()
+    _check(code, capsys.readouterr().err)
+    assert {k: v for k, v in _tree_digest(work).items() if not k.startswith("out")} == before
+
+
+@FUZZ
+@given(seed=SEEDS)
+def test_sidecar_reader(base, tiny_weights, tmp_path_factory, capsys, seed):
+    work = tmp_path_factory.mktemp("sc")
+    w = work / "w.pt"
+    shutil.copy(tiny_weights, w)
+    cats = CategoryMap([{"id": 0, "name": "a"}, {"id": 1, "name": "b"}]).to_json()
+    c = _write(work, "cats.json", mutated(cats, random.Random(seed)))
+    before = _tree_digest(work)
+    code, _, err = run_cli(sidecar.main, sidecar.get_args_parser(), [w, "--categories", c, "--imgsz", "64"], capsys)
+    _check(code, err)
+    after = _tree_digest(work)
+    after.pop("w.json", None)
+    assert after == before
+
+
+def test_user_error_is_the_only_exception_a_reader_raises():
+    """The guarantee above rests on this: the readers raise UserError, which run() turns into one line."""
+    from coco2yolo.cocodata import validate_dataset
+    from coco2yolo.results import parse_results
+
+    rng = random.Random(0)
+    doc = {"images": [{"id": 0, "file_name": "a.jpg", "width": 5, "height": 5}],
+           "categories": [{"id": 0, "name": "a"}], "annotations": [ann(0, 0, 0, [1, 1, 2, 2])]}
+    for _ in range(300):
+        text = mutated(doc, rng)
+        try:
+            validate_dataset(json.loads(text), "x")
+        except (UserError, ValueError, RecursionError):  # json.loads's own errors are load_json's job
+            pass
+        try:
+            parse_results(json.loads(text), "x")
+        except (UserError, ValueError, RecursionError):
+            pass
