@@ -8,7 +8,7 @@
 import sys
 
 from coco2yolo import cli
-from coco2yolo.ensembling import get_args_parser, main
+from coco2yolo.fusion.ensemble import get_args_parser, main
 
 if __name__ == "__main__":
     sys.exit(cli.run(main, get_args_parser()))

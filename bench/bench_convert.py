@@ -24,8 +24,8 @@ from coco2yolo import ultra
 ultra.setup()
 from ultralytics.data.converter import convert_coco  # noqa: E402
 
-from coco2yolo.clean import CleanConfig  # noqa: E402
-from coco2yolo.convert import ConvertOptions, convert  # noqa: E402
+from coco2yolo.dataset.clean import CleanConfig  # noqa: E402
+from coco2yolo.dataset.convert import ConvertOptions, convert  # noqa: E402
 
 
 def main() -> None:

@@ -20,7 +20,7 @@ import numpy as np
 from common import record
 
 import ensemble_boxes as eb
-from coco2yolo.fusion import fuse, nms, split_models, stack, wbf
+from coco2yolo.fusion.kernels import fuse, nms, split_models, stack, wbf
 from coco2yolo.results import Detections
 
 

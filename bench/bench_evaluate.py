@@ -15,7 +15,7 @@ import time
 import numpy as np
 from common import SHARED, need, record
 
-from coco2yolo import evaluation as ev
+from coco2yolo.evaluation import metrics as ev
 from coco2yolo.cocodata import CategoryMap, load_dataset
 from coco2yolo.results import Detections
 

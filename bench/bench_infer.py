@@ -19,9 +19,10 @@ from pathlib import Path
 
 from common import SHARED, need, record
 
-from coco2yolo import predict, ultra
+from coco2yolo import ultra
+from coco2yolo import inference as predict
 from coco2yolo.cocodata import CategoryMap
-from coco2yolo.legacy import import_legacy, save_ultralytics_checkpoint
+from coco2yolo.training.legacy import import_legacy, save_ultralytics_checkpoint
 from coco2yolo.sidecar import write_sidecar
 
 

@@ -32,7 +32,7 @@ CHILD = textwrap.dedent("""
     t = time.perf_counter()
     mode, weights, source, imgsz, device, n = sys.argv[1:7]
     if mode == "infer":
-        from coco2yolo import predict
+        from coco2yolo import inference as predict
         a = predict.get_args_parser().parse_args(["--weights", weights, "--images", source, "--out",
             source + ".preds.json", "--imgsz", imgsz, "--batch", "8", "--device", device])
         predict.run(a)
@@ -62,7 +62,7 @@ def main() -> None:
 
     ultra.setup()
     from coco2yolo.cocodata import CategoryMap
-    from coco2yolo.legacy import import_legacy, save_ultralytics_checkpoint
+    from coco2yolo.training.legacy import import_legacy, save_ultralytics_checkpoint
     from coco2yolo.sidecar import write_sidecar
 
     work = Path(tempfile.mkdtemp(prefix="bench_mem_"))

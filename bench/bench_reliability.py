@@ -36,7 +36,11 @@ from fuzzing import mutated  # noqa: E402
 from helpers import ann, make_coco  # noqa: E402
 from killing import leftovers, run_and_kill, timed, tree_digest  # noqa: E402
 
-from coco2yolo import cli, convert as conv, ensembling, evaluation, predict, sidecar  # noqa: E402
+from coco2yolo import cli, sidecar  # noqa: E402
+from coco2yolo.dataset import convert as conv
+from coco2yolo.fusion import ensemble as ensembling
+from coco2yolo.evaluation import metrics as evaluation
+from coco2yolo import inference as predict
 
 
 OUTPUTS = {"side.json"}  # the sidecar command's own output, written beside the weights it is given

@@ -2,8 +2,8 @@
 
 import sys
 
-from . import cli
-from .convert import get_args_parser, main
+from coco2yolo import cli
+from coco2yolo.dataset.convert import get_args_parser, main
 
 if __name__ == "__main__":
     sys.exit(cli.run(main, get_args_parser()))

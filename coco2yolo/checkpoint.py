@@ -15,9 +15,9 @@ import os
 import re
 from typing import Any
 
-from . import ultra
-from .errors import UserError
-from .legacy import refused_message
+from coco2yolo import ultra
+from coco2yolo.errors import UserError
+from coco2yolo.training.legacy import refused_message
 
 _GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
 

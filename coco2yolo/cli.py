@@ -17,7 +17,7 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 
-from .errors import UserError
+from coco2yolo.errors import UserError
 
 EXIT_USER_ERROR = 2
 

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import UserError, short
-from .fileio import load_json, write_json
+from coco2yolo.errors import UserError, short
+from coco2yolo.fileio import load_json, write_json
 
 
 def describe_ids(ids: list[int] | set[int], limit: int = 12) -> str:

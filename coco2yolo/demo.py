@@ -16,8 +16,8 @@ import sys
 import time
 from pathlib import Path
 
-from . import cli, ultra
-from .errors import UserError
+from coco2yolo import cli, ultra
+from coco2yolo.errors import UserError
 
 MODELS = ("yolov5nu.yaml", "yolov8n.yaml")
 

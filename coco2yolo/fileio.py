@@ -28,7 +28,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from .errors import UserError
+from coco2yolo.errors import UserError
 
 MAX_JSON_DEPTH = 64  # a COCO file nests 6 levels (segmentation polygons); results files 3
 

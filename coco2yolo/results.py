@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from .cocodata import _is_int, describe_ids
-from .errors import UserError, short
-from .fileio import load_json, write_json
+from coco2yolo.cocodata import _is_int, describe_ids
+from coco2yolo.errors import UserError, short
+from coco2yolo.fileio import load_json, write_json
 
 
 @dataclass
@@ -118,7 +118,7 @@ def write_submission(path: str | os.PathLike, dets: Detections, images: list[dic
     """The competition CSV (PredictionString,image_id = file_name), one row per image, atomically."""
     import csv
 
-    from .fileio import atomic_path
+    from coco2yolo.fileio import atomic_path
 
     order = np.lexsort((-dets.score, dets.image_id))
     img = dets.image_id[order]

@@ -16,9 +16,9 @@ from typing import Any
 import cv2
 import numpy as np
 
-from . import cli
-from .boxes import iou_xyxy
-from .fileio import atomic_path, write_json
+from coco2yolo import cli
+from coco2yolo.boxes import iou_xyxy
+from coco2yolo.fileio import atomic_path, write_json
 
 CATEGORIES = ["General trash", "Paper", "Paper pack", "Metal", "Glass", "Plastic", "Styrofoam",
               "Plastic bag", "Battery", "Clothing"]

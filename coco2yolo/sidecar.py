@@ -11,10 +11,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-from . import cli
-from .cocodata import CategoryMap
-from .errors import UserError, short
-from .fileio import guard_outputs, load_json, write_json
+from coco2yolo import cli
+from coco2yolo.cocodata import CategoryMap
+from coco2yolo.errors import UserError, short
+from coco2yolo.fileio import guard_outputs, load_json, write_json
 
 FORMAT = "coco2yolo-weights/1"
 

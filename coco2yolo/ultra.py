@@ -81,7 +81,7 @@ def trust_checkpoints(trust: bool) -> None:
 
 def check_device(device: str) -> None:
     """Refuse CUDA device ids this machine does not have (one line instead of a traceback)."""
-    from .errors import UserError
+    from coco2yolo.errors import UserError
 
     d = str(device).strip().lower().replace("cuda:", "")
     if d in ("", "cpu", "mps"):

@@ -54,7 +54,7 @@ def sample(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def yolo_data(sample, tmp_path_factory) -> Path:
-    from coco2yolo.convert import ConvertOptions, convert
+    from coco2yolo.dataset.convert import ConvertOptions, convert
 
     out = tmp_path_factory.mktemp("yolo") / "ds"
     convert(sample, out, ConvertOptions(val_fraction=0.25, seed=0))
@@ -63,7 +63,7 @@ def yolo_data(sample, tmp_path_factory) -> Path:
 
 def train_tiny(data_yaml: Path, name: str, weights_dir: Path, *extra: str, model: str | None = "yolov5nu.yaml") -> Path:
     """One CPU epoch of a nano model at 64 px (``model=None``: the default model); returns the weights path."""
-    from coco2yolo import train
+    from coco2yolo.training import train as train
 
     args = train.get_args_parser().parse_args([
         "--data", str(data_yaml), *(["--model", model] if model else []), "--epochs", "1", "--imgsz", "64", "--batch", "8",

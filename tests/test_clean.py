@@ -1,4 +1,4 @@
-from coco2yolo.clean import CleanConfig, clean_dataset, summary_line
+from coco2yolo.dataset.clean import CleanConfig, clean_dataset, summary_line
 from coco2yolo.cocodata import CategoryMap, validate_dataset
 
 

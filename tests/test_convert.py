@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from coco2yolo import convert as conv
-from coco2yolo.clean import CleanConfig
-from coco2yolo.convert import ConvertOptions, convert
+from coco2yolo.dataset import convert as conv
+from coco2yolo.dataset.clean import CleanConfig
+from coco2yolo.dataset.convert import ConvertOptions, convert
 from coco2yolo.errors import UserError
 from conftest import RECYCLE, need, run_cli
 from helpers import ann, make_coco, read_labels

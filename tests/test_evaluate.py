@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from coco2yolo import evaluation as ev
+from coco2yolo.evaluation import metrics as ev
 from coco2yolo.cocodata import CategoryMap
 from coco2yolo.results import Detections
 from conftest import run_cli, write_json

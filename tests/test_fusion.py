@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 
 import ensemble_boxes as eb
-from coco2yolo import ensembling
+from coco2yolo.fusion import ensemble as ensembling
 from coco2yolo.errors import UserError
-from coco2yolo.fusion import fuse, split_models, stack
+from coco2yolo.fusion.kernels import fuse, split_models, stack
 from coco2yolo.results import Detections
 from conftest import run_cli, write_json
 

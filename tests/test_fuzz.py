@@ -13,7 +13,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from coco2yolo import cli, convert as conv, ensembling, evaluation, predict, sidecar, train
+from coco2yolo import cli, sidecar
+from coco2yolo.dataset import convert as conv
+from coco2yolo.fusion import ensemble as ensembling
+from coco2yolo.evaluation import metrics as evaluation
+from coco2yolo import inference as predict
+from coco2yolo.training import train as train
 from coco2yolo.cocodata import CategoryMap
 from coco2yolo.errors import UserError
 from conftest import run_cli
@@ -131,7 +136,7 @@ def test_infer_readers(base, tiny_weights, tmp_path_factory, capsys, seed, which
 def test_training_input_readers(base, yolo_data, sample, tmp_path_factory, capsys, seed, which):
     """The files train_yolo.py reads besides checkpoints: categories.json (via data.yaml) and the
     pseudo-label results and images, each checked before any training starts."""
-    from coco2yolo.pseudo import build_pseudo_dataset
+    from coco2yolo.training.pseudo import build_pseudo_dataset
 
     work = tmp_path_factory.mktemp("tr")
     rng = random.Random(seed)

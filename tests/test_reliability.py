@@ -18,7 +18,12 @@ import cv2
 import numpy as np
 import pytest
 
-from coco2yolo import cli, convert as conv, ensembling, evaluation, fileio, predict, sidecar, train
+from coco2yolo import cli, fileio, sidecar
+from coco2yolo.dataset import convert as conv
+from coco2yolo.fusion import ensemble as ensembling
+from coco2yolo.evaluation import metrics as evaluation
+from coco2yolo import inference as predict
+from coco2yolo.training import train as train
 from conftest import ROOT, run_cli, write_json
 from helpers import ann, make_coco
 

@@ -15,7 +15,8 @@ import pytest
 import torch
 from torch import nn
 
-from coco2yolo import predict, train
+from coco2yolo import inference as predict
+from coco2yolo.training import train as train
 from conftest import LEGACY, need, run_cli
 
 
@@ -141,7 +142,7 @@ def test_genuine_checkpoints_still_load(tiny_weights, sample, tmp_path, capsys):
 
 @need(LEGACY)
 def test_official_yolov5n_passes_the_allow_list():
-    from coco2yolo.legacy import read_legacy
+    from coco2yolo.training.legacy import read_legacy
 
     legacy = read_legacy(LEGACY)
     assert legacy is not None and len(legacy["state_dict"]) == 349

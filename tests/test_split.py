@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from coco2yolo.errors import UserError
-from coco2yolo.split import assign_folds, split_shares, split_table
+from coco2yolo.dataset.split import assign_folds, split_shares, split_table
 
 
 def _counts(seed=0, n=300, c=6):

@@ -7,10 +7,10 @@ import pytest
 import torch
 import yaml
 
-from coco2yolo import train
+from coco2yolo.training import train as train
 from coco2yolo.cocodata import CategoryMap
 from coco2yolo.errors import UserError
-from coco2yolo.pseudo import build_pseudo_dataset, select_pseudo
+from coco2yolo.training.pseudo import build_pseudo_dataset, select_pseudo
 from coco2yolo.results import Detections
 from conftest import LEGACY, need, run_cli, train_tiny, write_json
 
@@ -52,7 +52,7 @@ def test_config_file_then_flags_override(tmp_path):
     cfg_file = tmp_path / "c.yaml"
     cfg_file.write_text("epochs: 7\nmosaic: 0.5\nimgsz: 320\n")
     args = train.get_args_parser().parse_args(["--config", str(cfg_file), "--imgsz", "96", "--mosaic"])
-    from coco2yolo import config
+    from coco2yolo.training import config as config
 
     cfg = config.resolve(args)
     assert (cfg["epochs"], cfg["imgsz"], cfg["mosaic"], cfg["batch"]) == (7, 96, 1.0, 16)
@@ -63,7 +63,7 @@ def test_config_file_then_flags_override(tmp_path):
 
 @need(LEGACY)
 def test_legacy_checkpoint_import_copies_every_tensor_and_trains(yolo_data, tiny_weights, tmp_path):
-    from coco2yolo.legacy import import_legacy, is_legacy, read_legacy
+    from coco2yolo.training.legacy import import_legacy, is_legacy, read_legacy
 
     assert is_legacy(LEGACY) and not is_legacy(tiny_weights) and read_legacy(tiny_weights) is None
 

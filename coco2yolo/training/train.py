@@ -20,11 +20,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import __version__, cli, config, ultra
-from .cocodata import CategoryMap
-from .errors import UserError, short
-from .fileio import atomic_path, check_output_folder, guard_outputs, make_dirs, output_lock
-from .sidecar import write_sidecar
+from coco2yolo import __version__, cli, ultra
+from coco2yolo.training import config
+from coco2yolo.cocodata import CategoryMap
+from coco2yolo.errors import UserError, short
+from coco2yolo.fileio import atomic_path, check_output_folder, guard_outputs, make_dirs, output_lock
+from coco2yolo.sidecar import write_sidecar
 
 PRESETS = ("none", "weather")
 
@@ -123,8 +124,8 @@ def build_model(cfg: dict[str, Any], cmap: CategoryMap, run_dir: Path) -> tuple[
     Every checkpoint is read through an allow-list (see :mod:`coco2yolo.checkpoint`) unless
     ``trust_weights`` is set.
     """
-    from .checkpoint import load_error, load_yolo
-    from .legacy import import_legacy, is_legacy, read_legacy, save_ultralytics_checkpoint, target_yaml
+    from coco2yolo.checkpoint import load_error, load_yolo
+    from coco2yolo.training.legacy import import_legacy, is_legacy, read_legacy, save_ultralytics_checkpoint, target_yaml
 
     init, trust = cfg["weights"], cfg["trust_weights"]
     if init is not None and not Path(init).is_file():
@@ -242,13 +243,13 @@ def _train(cfg: dict[str, Any], extra: dict[str, Any], data_yaml: Path, cmap: Ca
     if cfg["pseudo_labels"] or cfg["pseudo_images"]:
         if not (cfg["pseudo_labels"] and cfg["pseudo_images"]):
             raise UserError("--pseudo-labels RESULTS.json needs --pseudo-images IMAGES.json (and vice versa)")
-        from .pseudo import build_pseudo_dataset
+        from coco2yolo.training.pseudo import build_pseudo_dataset
 
         train_data, pseudo_note = build_pseudo_dataset(
             data_yaml, cmap, Path(cfg["pseudo_labels"]), Path(cfg["pseudo_images"]), cfg["pseudo_conf"],
             project / f"{name}.pseudo")
         print(pseudo_note)
-    from .checkpoint import load_yolo
+    from coco2yolo.checkpoint import load_yolo
 
     t0 = time.time()
     if cfg["resume"]:

@@ -16,13 +16,13 @@ from typing import Any
 import numpy as np
 import yaml
 
-from .boxes import clip_xywh, xywh_to_yolo
-from .cocodata import CategoryMap, load_dataset
-from .convert import MARKER, dataset_relpath, format_label_lines
-from .errors import UserError
-from .fileio import atomic_dir
-from .images import file_problem
-from .results import Detections, load_results
+from coco2yolo.boxes import clip_xywh, xywh_to_yolo
+from coco2yolo.cocodata import CategoryMap, load_dataset
+from coco2yolo.dataset.convert import MARKER, dataset_relpath, format_label_lines
+from coco2yolo.errors import UserError
+from coco2yolo.fileio import atomic_dir
+from coco2yolo.images import file_problem
+from coco2yolo.results import Detections, load_results
 
 
 def select_pseudo(dets: Detections, images: list[dict[str, Any]], cmap: CategoryMap, conf: float

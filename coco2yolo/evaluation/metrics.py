@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 from numba import njit
 
-from .cocodata import CategoryMap
-from .errors import UserError
-from .results import Detections
+from coco2yolo.cocodata import CategoryMap
+from coco2yolo.errors import UserError
+from coco2yolo.results import Detections
 
 REC_THRS = np.linspace(0.0, 1.0, 101)
 AREA_ALL = (0.0, 1e5**2)
@@ -315,7 +315,7 @@ def score(gt: dict[str, Any], dets: Detections, cmap: CategoryMap, max_dets: int
 # --- command line -------------------------------------------------------------------------------
 
 def get_args_parser():
-    from . import cli
+    from coco2yolo import cli
 
     p = cli.ArgumentParser(prog="evaluate.py", description="Score COCO results files against ground "
                            "truth: mAP50 (headline), mAP50:95, per-class AP50, bootstrap intervals.")
@@ -337,8 +337,8 @@ def get_args_parser():
 def evaluate_files(gt_path: str, result_paths: list[str], n_boot: int = 1000, seed: int = 0,
                    max_dets: int = 100, backend: str = "faster") -> dict[str, Any]:
     """Score each results file; return a JSON-ready dict (and keep Scores under '_scores')."""
-    from .cocodata import load_dataset
-    from .results import load_results
+    from coco2yolo.cocodata import load_dataset
+    from coco2yolo.results import load_results
 
     data = load_dataset(gt_path)
     check_scorable(data, gt_path)
@@ -395,8 +395,8 @@ def format_report(out: dict[str, Any]) -> str:
 def main(args) -> int:
     from pathlib import Path
 
-    from .fileio import guard_outputs, write_json
-    from .plots import plot_ap50, plot_pr
+    from coco2yolo.fileio import guard_outputs, write_json
+    from coco2yolo.evaluation.plots import plot_ap50, plot_pr
 
     guard_outputs({"--json": args.json, "--plot": args.plot}, {"--gt": args.gt, "results file": args.results},
                   folders={"--plot"})

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import UserError
+from coco2yolo.errors import UserError
 
 # (depth_multiple, width_multiple) -> scale letter of Ultralytics' yolov5u.yaml
 SCALES = {(0.33, 0.25): "n", (0.33, 0.5): "s", (0.67, 0.75): "m", (1.0, 1.0): "l", (1.33, 1.25): "x"}
@@ -193,7 +193,7 @@ def import_legacy(path: str | os.PathLike, nc: int, names: list[str] | None = No
 
 def save_ultralytics_checkpoint(model: nn.Module, path: str | os.PathLike) -> Path:
     """Save ``model`` in the checkpoint format Ultralytics' ``YOLO(path)`` loads."""
-    from .fileio import atomic_path
+    from coco2yolo.fileio import atomic_path
 
     with atomic_path(path) as tmp:
         torch.save({"model": model, "train_args": {}, "date": None}, tmp)

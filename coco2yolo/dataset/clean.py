@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from .boxes import clip_xywh, iou_xyxy, xywh_to_xyxy
-from .cocodata import CategoryMap
+from coco2yolo.boxes import clip_xywh, iou_xyxy, xywh_to_xyxy
+from coco2yolo.cocodata import CategoryMap
 
 RULES = ("clip", "min_size", "duplicate", "aspect", "large")
 

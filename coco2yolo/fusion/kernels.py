@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit, prange
 
-from .errors import UserError
-from .results import Detections
+from coco2yolo.errors import UserError
+from coco2yolo.results import Detections
 
 METHODS = ("wbf", "nms", "soft-nms", "nmw")
 CONF_TYPES = ("avg", "max", "box_and_model_avg", "absent_model_aware_avg")

@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from .cocodata import CategoryMap
-from .errors import UserError
+from coco2yolo.cocodata import CategoryMap
+from coco2yolo.errors import UserError
 
 
 def class_count_matrix(data: dict[str, Any], cmap: CategoryMap) -> tuple[list[int], np.ndarray]:

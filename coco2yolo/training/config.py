@@ -18,11 +18,11 @@ from typing import Any
 
 import yaml
 
-from .cli import FRACTION, closest
-from .errors import UserError, short
-from .fileio import nesting_limit
+from coco2yolo.cli import FRACTION, closest
+from coco2yolo.errors import UserError, short
+from coco2yolo.fileio import nesting_limit
 
-DEFAULTS_FILE = Path(__file__).parent / "cfg" / "train.yaml"
+DEFAULTS_FILE = Path(__file__).resolve().parent.parent / "cfg" / "train.yaml"
 # Ultralytics keys this project sets itself (the rest of Ultralytics' keys pass through as given).
 MANAGED = frozenset({"data", "model", "name", "resume", "project", "exist_ok", "augmentations"})
 # Ultralytics keys whose default is a bool but which take other values too: --KEY [VALUE] / --no-KEY.

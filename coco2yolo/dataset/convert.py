@@ -31,14 +31,14 @@ from typing import Any
 import numpy as np
 import yaml
 
-from . import cli
-from .boxes import xywh_to_yolo
-from .clean import RULES, CleanConfig, clean_dataset, summary_line
-from .cocodata import CategoryMap, has_control_chars, load_dataset, out_of_image
-from .errors import UserError
-from .fileio import atomic_dir, guard_outputs, write_json, write_text
-from .images import file_problem
-from .split import assign_folds, class_count_matrix, split_shares, split_table
+from coco2yolo import cli
+from coco2yolo.boxes import xywh_to_yolo
+from coco2yolo.dataset.clean import RULES, CleanConfig, clean_dataset, summary_line
+from coco2yolo.cocodata import CategoryMap, has_control_chars, load_dataset, out_of_image
+from coco2yolo.errors import UserError
+from coco2yolo.fileio import atomic_dir, guard_outputs, write_json, write_text
+from coco2yolo.images import file_problem
+from coco2yolo.dataset.split import assign_folds, class_count_matrix, split_shares, split_table
 
 MARKER = ".coco2yolo"
 # Ultralytics' IMG_FORMATS: other suffixes are skipped by its loader without a word.

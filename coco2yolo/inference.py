@@ -31,14 +31,14 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from . import cli, ultra
-from .cocodata import CategoryMap, load_dataset
-from .convert import IMG_SUFFIXES, dataset_relpath
-from .errors import UserError
-from .fileio import atomic_path, atomic_paths, dumps_json, guard_outputs
-from .images import file_problem, read_image
-from .results import prediction_string
-from .sidecar import resolve_sidecar
+from coco2yolo import cli, ultra
+from coco2yolo.cocodata import CategoryMap, load_dataset
+from coco2yolo.dataset.convert import IMG_SUFFIXES, dataset_relpath
+from coco2yolo.errors import UserError
+from coco2yolo.fileio import atomic_path, atomic_paths, dumps_json, guard_outputs
+from coco2yolo.images import file_problem, read_image
+from coco2yolo.results import prediction_string
+from coco2yolo.sidecar import resolve_sidecar
 
 
 def image_records(source: str) -> tuple[list[dict[str, Any]], Path, bool]:
@@ -202,7 +202,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     ultra.setup()
     from tqdm import tqdm
 
-    from .checkpoint import load_yolo
+    from coco2yolo.checkpoint import load_yolo
 
     ultra.check_device(args.device)
     model = load_yolo(args.weights, args.trust_weights)

@@ -18,14 +18,14 @@ from typing import Any
 
 import numpy as np
 
-from . import cli
-from .cocodata import CategoryMap, load_dataset
-from .errors import UserError, short
-from .evaluation import (ap_from_matches, check_scorable, bootstrap_map50, bootstrap_weights, interval, match_iou50,
+from coco2yolo import cli
+from coco2yolo.cocodata import CategoryMap, load_dataset
+from coco2yolo.errors import UserError, short
+from coco2yolo.evaluation.metrics import (ap_from_matches, check_scorable, bootstrap_map50, bootstrap_weights, interval, match_iou50,
                          nanmean_rows, prepare_gt)
-from .fileio import atomic_paths, guard_outputs, load_json, write_json
-from .fusion import CONF_TYPES, METHODS, fuse
-from .results import Detections, load_results, save_results, write_submission
+from coco2yolo.fileio import atomic_paths, guard_outputs, load_json, write_json
+from coco2yolo.fusion.kernels import CONF_TYPES, METHODS, fuse
+from coco2yolo.results import Detections, load_results, save_results, write_submission
 
 DEFAULTS = {"method": "wbf", "iou_thr": 0.55, "skip_box_thr": 0.0, "conf_type": "avg", "weights": None,
             "sigma": 0.5, "soft_thresh": 0.001}

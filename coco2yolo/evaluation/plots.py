@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .fileio import atomic_path
+from coco2yolo.fileio import atomic_path
 
 
 def _figure():

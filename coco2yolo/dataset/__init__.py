@@ -1,0 +1,1 @@
+"""The dataset stage: COCO -> YOLO conversion (convert), label cleaning (clean), stratified grouped folds (split)."""

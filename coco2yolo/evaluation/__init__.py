@@ -1,0 +1,1 @@
+"""The scoring stage: COCO mAP with bootstrap intervals (metrics), charts (plots)."""
