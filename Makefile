@@ -6,9 +6,10 @@ PY     := $(VENV)/bin/python
 
 .PHONY: install demo test bench clean
 
-$(VENV)/.installed: requirements.txt
+# The package with its declared dependencies, each pinned by requirements.txt (the constraints file).
+$(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --disable-pip-version-check -q -r requirements.txt
+	$(VENV)/bin/pip install --disable-pip-version-check -q -c requirements.txt -e ".[test]"
 	touch $@
 
 install: $(VENV)/.installed

@@ -6,8 +6,8 @@ Images come from a COCO JSON (ids and file names from it, files relative to its 
 a folder or glob (ids follow the sorted file names; an images JSON is written beside the output
 so that ensemble.py and evaluate.py can use the same ids).
 
-Images are read here, one batch ahead of the model in a thread (the bytes Ultralytics' own file
-loader would decode, decoded the same way), and handed to Ultralytics as arrays: memory stays
+Images are read here (the bytes Ultralytics' own file loader would decode, decoded the same way;
+on a GPU one batch ahead, in a thread) and handed to Ultralytics as arrays: memory stays
 flat in the number of images (a list of paths makes Ultralytics open every file before the first
 prediction), an unusable file (empty, not an image, truncated) is skipped with a count and its
 name instead of aborting the run, and ``--strict`` makes it an error before anything is written.
@@ -26,6 +26,7 @@ import time
 import zlib
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, TextIO
 
@@ -37,7 +38,7 @@ from coco2yolo.dataset.convert import IMG_SUFFIXES, dataset_relpath
 from coco2yolo.errors import UserError
 from coco2yolo.fileio import atomic_path, atomic_paths, dumps_json, guard_outputs
 from coco2yolo.images import file_problem, read_image
-from coco2yolo.results import prediction_string
+from coco2yolo.submission import prediction_string
 from coco2yolo.sidecar import resolve_sidecar
 
 
@@ -147,13 +148,21 @@ def _save_vis(folder: Path, image: dict[str, Any], img: np.ndarray, cmap: Catego
         tmp.write_bytes(buf.tobytes())
 
 
-def decoded_batches(items: list[tuple[dict[str, Any], str]], batch: int
+def decoded_batches(items: list[tuple[dict[str, Any], str]], batch: int, prefetch: bool = False
                     ) -> Iterator[list[tuple[dict[str, Any], np.ndarray | None, str | None]]]:
-    """Batches of (image record, BGR array or None, why not), read one batch ahead in a thread."""
+    """Batches of (image record, BGR array or None, why not); with ``prefetch``, the next batch is read
+    in a thread while the current one is predicted.
+
+    Prefetch pays on a GPU, whose forward pass leaves the CPU idle; on the CPU, torch already uses every
+    core and a decoding thread slowed 200 TrashNet photos down by 4% on 2 cores (9.58 s vs 9.18 s).
+    """
     def load(chunk):
         return [(im, *read_image(path)) for im, path in chunk]
 
     chunks = [items[i:i + batch] for i in range(0, len(items), batch)]
+    if not prefetch:
+        yield from (load(chunk) for chunk in chunks)
+        return
     if not chunks:
         return
     with ThreadPoolExecutor(max_workers=1) as pool:
@@ -163,6 +172,33 @@ def decoded_batches(items: list[tuple[dict[str, Any], str]], batch: int
             if nxt is not None:
                 ahead = pool.submit(load, nxt)
             yield current
+
+
+def multi_label_predictor() -> type:
+    """Ultralytics' detection predictor with validation's NMS: a box keeps every class scoring above
+    ``conf`` (``multi_label=True``), not only its best one. Ultralytics' ``predict`` never asks for it;
+    ``val`` always does."""
+    import functools
+
+    from ultralytics.models.yolo.detect.predict import DetectionPredictor
+    from ultralytics.utils import nms
+
+    class MultiLabelPredictor(DetectionPredictor):
+        def postprocess(self, preds, img, orig_imgs, **kwargs):
+            single = nms.non_max_suppression
+            nms.non_max_suppression = functools.partial(single, multi_label=True)
+            try:  # the module attribute is what Ultralytics calls; restored at once (one thread predicts)
+                return super().postprocess(preds, img, orig_imgs, **kwargs)
+            finally:
+                nms.non_max_suppression = single
+
+    return MultiLabelPredictor
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def _image_paths(images: list[dict[str, Any]], root: Path, source: str) -> dict[int, str]:
@@ -182,7 +218,41 @@ def _image_paths(images: list[dict[str, Any]], root: Path, source: str) -> dict[
     return {iid: f for f, iid in by_path.items()}
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
+@dataclass
+class PredictOptions:
+    """Everything inference needs (the flags of infer.py, same names and defaults)."""
+
+    weights: str
+    images: str
+    out: str
+    tta: bool = False
+    conf: float = 0.001
+    iou: float = 0.7
+    agnostic: bool = False
+    max_det: int = 300
+    imgsz: int | None = None
+    batch: int = 8
+    half: bool = False
+    device: str = ""
+    submission: str | None = None
+    save_vis: str | None = None
+    vis_conf: float = 0.25
+    vis_max: int = 50
+    strict: bool = False
+    trust_weights: bool = False
+    multi_label: bool = False
+
+    def check(self) -> PredictOptions:
+        """The checks the flags' types make, for callers of the API."""
+        if not 0 <= self.conf < 1 or not 0 < self.iou <= 1 or self.max_det < 1 or self.batch < 1:
+            raise UserError(f"need 0 <= conf < 1, 0 < iou <= 1, max_det >= 1, batch >= 1; got {self.conf}, "
+                            f"{self.iou}, {self.max_det}, {self.batch}")
+        if self.imgsz is not None and (self.imgsz < 32 or self.imgsz % 32):
+            raise UserError(f"imgsz must be a multiple of 32, got {self.imgsz}")
+        return self
+
+
+def run(args: PredictOptions | argparse.Namespace) -> dict[str, Any]:
     """Predict every image of ``args.images`` and write the outputs; return a summary."""
     if not Path(args.weights).is_file():
         raise UserError(f"weights not found: {args.weights}")
@@ -222,17 +292,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     predict_args = dict(conf=args.conf, iou=args.iou, max_det=args.max_det, imgsz=imgsz, device=args.device,
                         augment=args.tta, agnostic_nms=args.agnostic, verbose=False,
                         **({"half": True} if args.half else {}))
+    predictor = multi_label_predictor() if args.multi_label else None
     with StreamingOutputs(out, Path(args.submission) if args.submission else None, images_json) as sink:
         bar = tqdm(total=len(images), unit="img", desc="predict", file=sys.stderr, dynamic_ncols=True)
         todo = [(im, path_of[im["id"]]) for im in images if im["id"] not in bad]
         unread += [(im, bad[im["id"]]) for im in images if im["id"] in bad]
-        for chunk in decoded_batches(todo, args.batch):
+        on_gpu = str(args.device).lower() not in ("cpu", "mps") and _cuda_available()
+        for chunk in decoded_batches(todo, args.batch, prefetch=on_gpu):
             ok = [(im, arr) for im, arr, why in chunk if arr is not None]
             unread += [(im, why) for im, arr, why in chunk if arr is None]
             if unread and args.strict:
                 im, why = unread[0]
                 raise UserError(f"{im['file_name']}: {why}; nothing was written (--strict)")
-            results = model.predict(source=[arr for _, arr in ok], batch=len(ok), **predict_args) if ok else []
+            results = model.predict(source=[arr for _, arr in ok], batch=len(ok), predictor=predictor,
+                                    **predict_args) if ok else []
             for (image, arr), r in zip(ok, results):
                 boxes = r.boxes
                 cls = boxes.cls.cpu().numpy().astype(np.int64)
@@ -273,6 +346,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="score threshold (0.001: what mAP wants)")
     p.add_argument("--iou", type=cli.IOU, default=0.7, help="NMS IoU threshold (0.7)")
     p.add_argument("--agnostic", action="store_true", help="class-agnostic NMS (one box per place, any class)")
+    p.add_argument("--multi-label", action="store_true",
+                   help="validation's NMS: a box keeps every class scoring above --conf (Ultralytics' val does this; "
+                        "its predict keeps only the best class)")
     p.add_argument("--max-det", type=cli.POSITIVE_INT, default=300, help="boxes kept per image (300)")
     p.add_argument("--imgsz", type=cli.number(32, integer=True), default=None,
                    help="inference size, a multiple of 32 (default: the training size)")
@@ -293,9 +369,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> int:
-    if args.imgsz is not None and args.imgsz % 32:
-        raise UserError(f"--imgsz must be a multiple of 32, got {args.imgsz}")
-    s = run(args)
+    s = run(PredictOptions(**vars(args)).check())
     rate = s["predicted"] / s["seconds"] if s["seconds"] > 0 else float("nan")
     print(f"wrote {args.out}: {s['boxes']} boxes on {s['predicted']} of {s['images']} images at imgsz "
           f"{s['imgsz']} ({rate:.1f} images/s)" + (f"; submission {args.submission}" if args.submission else "")

@@ -98,36 +98,19 @@ def parse_results(obj: Any, source: str, image_ids: set[int] | None = None,
 
 
 def load_results(path: str | os.PathLike, image_ids: set[int] | None = None,
-                 category_ids: set[int] | None = None) -> Detections:
-    """Load and validate a COCO results JSON file."""
+                 category_ids: set[int] | None = None, images: list[dict[str, Any]] | None = None) -> Detections:
+    """Load and validate predictions: a COCO results JSON, or a competition submission CSV (``*.csv``,
+    whose image_id column holds file names: ``images``, the records they are looked up in, is needed)."""
+    if str(path).lower().endswith(".csv"):
+        if images is None:
+            raise UserError(f"{path}: a submission CSV names images by file_name; give the images JSON it is for")
+        from coco2yolo.submission import read_submission
+
+        dets = read_submission(path, images)
+        return parse_results(dets.to_records(), str(path), image_ids, category_ids) if len(dets) else dets
     return parse_results(load_json(path, "results file"), str(path), image_ids, category_ids)
 
 
 def save_results(path: str | os.PathLike, dets: Detections) -> None:
     """Write detections as a COCO results JSON, atomically."""
     write_json(path, dets.to_records())
-
-
-def prediction_string(cat_ids: np.ndarray, xyxy: np.ndarray, scores: np.ndarray) -> str:
-    """The competition's PredictionString: 'label score xmin ymin xmax ymax ...' (pixels, full precision)."""
-    return " ".join(f"{c} {s!r} {x1!r} {y1!r} {x2!r} {y2!r}"
-                    for c, (x1, y1, x2, y2), s in zip(cat_ids.tolist(), xyxy.tolist(), scores.tolist()))
-
-
-def write_submission(path: str | os.PathLike, dets: Detections, images: list[dict[str, Any]]) -> None:
-    """The competition CSV (PredictionString,image_id = file_name), one row per image, atomically."""
-    import csv
-
-    from coco2yolo.fileio import atomic_path
-
-    order = np.lexsort((-dets.score, dets.image_id))
-    img = dets.image_id[order]
-    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["PredictionString", "image_id"])
-        for im in sorted(images, key=lambda im: im["id"]):
-            a, b = np.searchsorted(img, im["id"]), np.searchsorted(img, im["id"], side="right")
-            rows = order[a:b]
-            xyxy = dets.xywh[rows].copy()
-            xyxy[:, 2:] += xyxy[:, :2]
-            w.writerow([prediction_string(dets.category_id[rows], xyxy, dets.score[rows]), im["file_name"]])

@@ -26,6 +26,7 @@ TRASHNET = SHARED / "datasets" / "trashnet" / "train.json"
 LEGACY = SHARED / "weights" / "yolov5n.pt"
 
 sys.path.insert(0, str(ROOT))
+os.environ["COCO2YOLO_OFFLINE"] = "1"  # tests never touch the network (weights are never downloaded)
 
 
 def need(path: Path):

@@ -117,3 +117,24 @@ def test_bad_flags(tiny_weights, sample, tmp_path, capsys):
     code, _, err = _cli(["--weights", tiny_weights, "--images", tmp_path / "nothing", "--out", tmp_path / "p.json"],
                         capsys)
     assert code == 2 and "no images found" in err
+
+
+def test_multi_label_keeps_every_class_above_conf(tiny_weights, sample, tmp_path, capsys):
+    """Validation's NMS: the same place may carry several classes; predict's keeps one class per box."""
+    runs = {}
+    for flag in ([], ["--multi-label"]):
+        out = tmp_path / f"p{len(flag)}.json"
+        code, _, err = _cli(["--weights", tiny_weights, "--images", sample.parent / "test.json", "--out", out,
+                             "--device", "cpu", "--conf", "0.001", *flag], capsys)
+        assert code == 0, err
+        runs[bool(flag)] = json.loads(out.read_text())
+
+    def places(preds):
+        by_box = {}
+        for p in preds:
+            by_box.setdefault((p["image_id"], *[round(v, 3) for v in p["bbox"]]), set()).add(p["category_id"])
+        return by_box
+
+    single, multi = places(runs[False]), places(runs[True])
+    assert all(len(c) == 1 for c in single.values())  # predict: one class per place
+    assert any(len(c) > 1 for c in multi.values())    # multi-label: several classes at one place

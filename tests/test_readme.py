@@ -5,6 +5,7 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -52,6 +53,9 @@ def test_recipe_runs_at_toy_size(sample, tmp_path):
     assert (runs / "plots" / "ap50_per_class.png").exists()
     assert "pseudo-labels: added" in proc.stdout
     assert (tmp_path / "weights" / "v5l_fold0_pl.json").exists()
+    run_dir = Path(os.environ["COCO2YOLO_RUNS"]) / "train" / "v5l_fold0"  # Ultralytics' plots: on by default
+    assert all((run_dir / f).exists() for f in ("results.png", "labels.jpg", "confusion_matrix.png")), \
+        sorted(p.name for p in run_dir.iterdir())
 
 
 @pytest.mark.parametrize("command", ["make demo", "make test"])

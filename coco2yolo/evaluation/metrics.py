@@ -345,7 +345,8 @@ def evaluate_files(gt_path: str, result_paths: list[str], n_boot: int = 1000, se
     cmap = CategoryMap(data["categories"], gt_path)
     gt = prepare_gt(data)
     img_ids = {im["id"] for im in data["images"]}
-    scores = [score(gt, load_results(p, img_ids, set(cmap.ids)), cmap, max_dets, backend) for p in result_paths]
+    scores = [score(gt, load_results(p, img_ids, set(cmap.ids), data["images"]), cmap, max_dets, backend)
+              for p in result_paths]
     weights = bootstrap_weights(len(img_ids), n_boot, seed) if n_boot > 0 else None
     for s in scores:
         if weights is not None:
@@ -392,28 +393,41 @@ def format_report(out: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main(args) -> int:
+def evaluate_and_write(gt: str, results: list[str], n_boot: int = 1000, seed: int = 0, max_dets: int = 100,
+                       backend: str = "faster", json_out: str | None = None, plot: str | None = None,
+                       echo: bool = False) -> dict[str, Any]:
+    """evaluate.py's work: score, print (``echo``), write ``json_out`` and ``plot``; return the metrics."""
     from pathlib import Path
 
-    from coco2yolo.fileio import guard_outputs, write_json
     from coco2yolo.evaluation.plots import plot_ap50, plot_pr
+    from coco2yolo.fileio import guard_outputs, write_json
 
-    guard_outputs({"--json": args.json, "--plot": args.plot}, {"--gt": args.gt, "results file": args.results},
-                  folders={"--plot"})
-    out = evaluate_files(args.gt, args.results, args.bootstrap, args.seed, args.max_dets, args.backend)
-    print(format_report(out))
+    if n_boot < 0 or max_dets < 1 or not 0 <= seed < 2**32:
+        raise UserError(f"need bootstrap >= 0, max_dets >= 1 and a seed in [0, 2^32); got {n_boot}, {max_dets}, {seed}")
+    guard_outputs({"--json": json_out, "--plot": plot}, {"--gt": gt, "results file": results}, folders={"--plot"})
+    out = evaluate_files(gt, results, n_boot, seed, max_dets, backend)
+    if echo:
+        print(format_report(out))
     scores, cmap = out.pop("_scores"), out.pop("_cmap")
-    if args.json:
-        write_json(args.json, out, indent=2)
-        print(f"\nmetrics written to {args.json}")
-    if args.plot:
-        folder = Path(args.plot)
-        labels = [Path(p).name for p in args.results]
+    if json_out:
+        write_json(json_out, out, indent=2)
+        if echo:
+            print(f"\nmetrics written to {json_out}")
+    if plot:
+        folder = Path(plot)
+        labels = [Path(p).name for p in results]
         if len(set(labels)) < len(labels):
-            labels = [str(p) for p in args.results]
+            labels = [str(p) for p in results]
         plot_ap50(folder / "ap50_per_class.png", cmap.names,
                   {lab: [s.ap50[c] for c in cmap.ids] for lab, s in zip(labels, scores)})
         for i, (lab, s) in enumerate(zip(labels, scores)):
             plot_pr(folder / f"pr_{i}_{Path(lab).stem}.png", cmap.names, s.precision, lab)
-        print(f"plots written to {folder}/ (ap50_per_class.png, pr_*.png)")
+        if echo:
+            print(f"plots written to {folder}/ (ap50_per_class.png, pr_*.png)")
+    return out
+
+
+def main(args) -> int:
+    evaluate_and_write(args.gt, args.results, args.bootstrap, args.seed, args.max_dets, args.backend, args.json,
+                       args.plot, echo=True)
     return 0

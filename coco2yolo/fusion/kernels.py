@@ -387,7 +387,8 @@ def fuse(models: list[Detections], image_ids: list[int], sizes_wh: np.ndarray, m
     """Fuse several models' detections of the same images; returns COCO xywh pixel detections.
 
     Rows the reference would return with NaN coordinates (NMW on clusters whose scores are all 0)
-    are dropped: they are not valid COCO results.
+    are dropped: they are not valid COCO results. A model of weight 0 is left out (the reference
+    would divide by its zero weight).
     """
     if method not in METHODS:
         raise UserError(f"unknown method {method!r}; allowed: {', '.join(METHODS)}")
@@ -397,6 +398,9 @@ def fuse(models: list[Detections], image_ids: list[int], sizes_wh: np.ndarray, m
         raise UserError(f"--weights has {len(weights)} values for {len(models)} results files; give one per file")
     if weights is not None and (min(weights) < 0 or sum(weights) <= 0):
         raise UserError(f"--weights must be >= 0 with a positive sum, got {weights}")
+    if weights is not None and min(weights) == 0:  # weight 0: the model is left out (ensemble-boxes gives NaN)
+        keep = [k for k, v in enumerate(weights) if v > 0]
+        models, weights = [models[k] for k in keep], [weights[k] for k in keep]
     sizes_wh = np.asarray(sizes_wh, np.float64).reshape(-1, 2)
     w = None if weights is None else np.asarray(weights, np.float64)
     if method == "nms":

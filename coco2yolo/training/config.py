@@ -90,6 +90,9 @@ def check_ultralytics_values(values: dict[str, Any], source: str) -> dict[str, A
         check_cfg(checked, hard=True)
     except (TypeError, ValueError) as err:
         raise UserError(f"{source}: {err}") from None
+    if "cache" in checked and not (isinstance(checked["cache"], bool)
+                                   or str(checked["cache"]).lower() in ("ram", "disk")):
+        raise UserError(f"{source}: cache must be true (ram), ram, disk or false, got {short(checked['cache'])}")
     if "batch" in checked:
         b = checked["batch"]
         if isinstance(b, bool) or not isinstance(b, (int, float)) or not (

@@ -58,7 +58,7 @@ def build_pseudo_dataset(data_yaml: Path, cmap: CategoryMap, results: Path, imag
     train_dirs, val_dirs = _split_paths(data, "train", root), _split_paths(data, "val", root)
     coco = load_dataset(images_json)
     images = coco["images"]
-    dets = load_results(results, {im["id"] for im in images}, set(cmap.ids))
+    dets = load_results(results, {im["id"] for im in images}, set(cmap.ids), images)
     lines, per_class = select_pseudo(dets, images, cmap, conf)
     img_root = Path(images_json).parent
     val_files = {os.path.realpath(p) for d in val_dirs if d.is_dir() for p in d.rglob("*") if p.is_file()}

@@ -101,7 +101,9 @@ def dataset_fingerprint(root: Path) -> str:
 # --- model --------------------------------------------------------------------------------------
 
 def resolve_model_file(spec: str, weights_dir: Path) -> str:
-    """A *.yaml passes through (Ultralytics builds it); a *.pt must exist here, never downloaded."""
+    """A *.yaml passes through (Ultralytics builds it); a *.pt is looked up as given, then in the
+    weights folders, then (a bare hub name like ``yolov5lu.pt``, unless offline) downloaded into
+    ``weights_dir`` with Ultralytics' own download code."""
     p = Path(spec)
     if p.suffix in (".yaml", ".yml"):
         return spec
@@ -111,10 +113,15 @@ def resolve_model_file(spec: str, weights_dir: Path) -> str:
         if cand.is_file():
             return str(cand)
     if p.parent == Path("."):
-        raise UserError(f"{spec} is not on this machine and nothing is downloaded at run time: download "
-                        f"{p.name} from Ultralytics' assets releases (see weights/README.md) and put it at "
-                        f"{(weights_dir / p.name).absolute()}, or pass its path; or build from scratch "
-                        f"with --model {p.stem}.yaml")
+        fetched = ultra.fetch_weights(p.name, weights_dir)
+        if fetched is not None:
+            print(f"downloaded {p.name} to {fetched}")
+            return str(fetched)
+        why = ("offline (--offline or COCO2YOLO_OFFLINE), so nothing is downloaded" if ultra.offline()
+               else "and it could not be downloaded (no network, or not an Ultralytics hub file)")
+        raise UserError(f"{spec} is not on this machine {why}: download {p.name} from Ultralytics' assets "
+                        f"releases (see weights/README.md) and put it at {(weights_dir / p.name).absolute()}, or "
+                        f"pass its path; or build from scratch with --model {p.stem}.yaml")
     raise UserError(f"model file not found: {spec}")
 
 
@@ -213,6 +220,8 @@ def _check_values(cfg: dict[str, Any]) -> None:
 def run(cfg: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     """Train with a resolved config; return the sidecar dict (also written to weights/N.json)."""
     ultra.setup()
+    if cfg["offline"]:
+        ultra.go_offline()
     ultra.trust_checkpoints(cfg["trust_weights"])
     data_yaml, _, cmap, from_file = check_data(cfg["data"])
     ultra.check_device(cfg["device"])

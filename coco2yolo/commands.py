@@ -1,0 +1,61 @@
+"""The ``coco2yolo`` command: one entry point with a subcommand per stage, in the style of ``yolo``.
+
+    coco2yolo convert|train|predict|fuse|evaluate|submission|sidecar|sample|demo ARGS...
+
+Each subcommand is the same program as its script (``python -m coco2yolo``, ``train_yolo.py``,
+``infer.py``, ``ensemble.py``, ``evaluate.py``, ``python -m coco2yolo.X``), with the same flags.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Sequence
+
+from coco2yolo import __version__, cli
+
+# subcommand -> (module, what it does)
+SUBCOMMANDS = {
+    "convert": ("coco2yolo.dataset.convert", "COCO -> cleaned, split YOLO dataset (python -m coco2yolo)"),
+    "train": ("coco2yolo.training.train", "train a YOLO detector (train_yolo.py)"),
+    "predict": ("coco2yolo.inference", "COCO results with the original ids (infer.py)"),
+    "fuse": ("coco2yolo.fusion.ensemble", "fuse several models' results, or tune the fusion (ensemble.py)"),
+    "evaluate": ("coco2yolo.evaluation.metrics", "mAP50 with intervals and paired differences (evaluate.py)"),
+    "submission": ("coco2yolo.submission", "check a competition submission CSV before upload"),
+    "sidecar": ("coco2yolo.sidecar", "write the sidecar of weights trained elsewhere"),
+    "sample": ("coco2yolo.sample", "write the built-in synthetic sample dataset"),
+    "demo": ("coco2yolo.demo", "the whole pipeline on the sample"),
+}
+
+
+def usage() -> str:
+    width = max(map(len, SUBCOMMANDS))
+    rows = "\n".join(f"  {name:<{width}}  {what}" for name, (_, what) in SUBCOMMANDS.items())
+    return (f"usage: coco2yolo COMMAND [ARGS...]   (coco2yolo COMMAND --help for its flags)\n\ncommands:\n{rows}\n")
+
+
+def run_subcommand(name: str, argv: Sequence[str], prog: str = "coco2yolo") -> int:
+    """Run subcommand ``name`` with ``argv`` as its own script would; return the exit status."""
+    module = importlib.import_module(SUBCOMMANDS[name][0])
+    parser = module.get_args_parser()
+    parser.prog = f"{prog} {name}"
+    return cli.run(module.main, parser, argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        sys.stdout.write(usage())
+        return 0 if argv else cli.EXIT_USER_ERROR
+    if argv[0] in ("-V", "--version"):
+        print(f"coco2yolo {__version__}")
+        return 0
+    if argv[0] not in SUBCOMMANDS:
+        print(f"coco2yolo: error: unknown command {argv[0]!r}{cli.closest(argv[0], list(SUBCOMMANDS))}; "
+              f"commands: {', '.join(SUBCOMMANDS)}", file=sys.stderr)
+        return cli.EXIT_USER_ERROR
+    return run_subcommand(argv[0], argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
