@@ -7,7 +7,7 @@ TrashNet photos (a seeded subset, converted with a 20% validation split), yolov5
 the CPU, 1 worker. ``plots=True`` draws labels.jpg (the label statistics), train_batch*.jpg (the first
 mosaics), results.png (the curves) and, after the last epoch, the confusion matrix, PR/F1/P/R curves and
 val_batch*.jpg. Most of that happens once per run, so the cost is reported in seconds per run and as a
-share of the run; runs alternate on/off.
+share of the run (fastest run of each, the least disturbed); runs alternate on/off.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def main() -> None:
                            capture_output=True)
             times["plots" if plots else "no plots"].append(time.perf_counter() - t)
             print(name, times, flush=True)
-    on, off = statistics.median(times["plots"]), statistics.median(times["no plots"])
+    on, off = min(times["plots"]), min(times["no plots"])  # the fastest run of each: least disturbed by other load
     drawn = sorted(f.name for f in (work / "runs" / "train" / "on0").iterdir() if f.suffix in (".png", ".jpg"))
     record("train_plots", {
         "command": f"python bench/bench_train_plots.py --images {args.images} --epochs {args.epochs} "

@@ -137,3 +137,20 @@ def deprecated_alias(parser: argparse.ArgumentParser, old: str, new: str, **kwar
 
     parser.add_argument(old, dest=new.lstrip("-").replace("-", "_"), action=Deprecated,
                         default=argparse.SUPPRESS, help=f"deprecated spelling of {new}", **kwargs)
+
+
+def parse_or_raise(parser: argparse.ArgumentParser, argv: Sequence[str], where: str) -> argparse.Namespace:
+    """Parse ``argv`` with ``parser``; a parse error becomes a UserError prefixed with ``where`` (no exit)."""
+    def fail(message: str) -> None:
+        if message.startswith("unrecognized arguments:"):
+            flags = [a for s in parser._actions for a in s.option_strings]
+            message = "unrecognized arguments: " + ", ".join(
+                f"{w}{closest(w.split('=')[0], flags)}" for w in message.split(":", 1)[1].split())
+        raise UserError(f"{where}: {message}")
+
+    original = parser.error
+    parser.error = fail  # type: ignore[method-assign]
+    try:
+        return parser.parse_args(list(argv))
+    finally:
+        parser.error = original  # type: ignore[method-assign]

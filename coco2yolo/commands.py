@@ -28,6 +28,24 @@ SUBCOMMANDS = {
 }
 
 
+SCRIPTS = {"convert": None, "train": "train_yolo.py", "predict": "infer.py", "fuse": "ensemble.py",
+           "evaluate": "evaluate.py"}
+
+
+def script_command(subcommand: str) -> list[str]:
+    """How to run a stage as a user types it: the checkout's script (``python train_yolo.py``, or
+    ``python -m coco2yolo`` to convert), else ``python -m coco2yolo SUBCOMMAND`` (an installed package)."""
+    from coco2yolo import ultra
+
+    script = SCRIPTS.get(subcommand)
+    if subcommand == "convert":
+        return [sys.executable, "-m", "coco2yolo"]
+    path = ultra.PROJECT_ROOT / script if script else None
+    if path is not None and path.is_file():
+        return [sys.executable, str(path)]
+    return [sys.executable, "-m", "coco2yolo", subcommand]
+
+
 def usage() -> str:
     width = max(map(len, SUBCOMMANDS))
     rows = "\n".join(f"  {name:<{width}}  {what}" for name, (_, what) in SUBCOMMANDS.items())

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from coco2yolo import cli, ultra
+from coco2yolo.commands import script_command
 from coco2yolo.errors import UserError
 
 MODELS = ("yolov5nu.yaml", "yolov8n.yaml")
@@ -74,12 +75,6 @@ def get_args_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _command(script: str, subcommand: str) -> list[str]:
-    """The repository's script (``train_yolo.py``) when there is one, else ``python -m coco2yolo SUBCOMMAND``."""
-    path = ultra.PROJECT_ROOT / script
-    return [sys.executable, str(path)] if path.is_file() else [sys.executable, "-m", "coco2yolo", subcommand]
-
-
 def main(args: argparse.Namespace) -> int:
     t0 = time.time()
     py = sys.executable
@@ -97,7 +92,7 @@ def main(args: argparse.Namespace) -> int:
     for model in args.models:
         name = f"demo_{Path(model).stem}"
         names.append(name)
-        _run([*_command("train_yolo.py", "train"), "--data", str(ds / "data.yaml"), "--model", model, "--epochs",
+        _run([*script_command("train"), "--data", str(ds / "data.yaml"), "--model", model, "--epochs",
               str(args.epochs), "--imgsz", str(args.imgsz), "--batch", "16", "--device", "cpu", "--workers", "2",
               "--seed", "0", "--name", name, "--weights-dir", str(out / "weights"), "--optimizer", "AdamW",
               "--lr0", "0.002", "--warmup-epochs", "1", "--close-mosaic", str(max(1, args.epochs // 3)),
@@ -106,20 +101,20 @@ def main(args: argparse.Namespace) -> int:
     preds_val, preds_test = [], []
     for name, w in zip(names, weights):
         pv, pt = out / f"{name}_val.json", out / f"{name}_test.json"
-        _run([*_command("infer.py", "predict"), "--weights", str(w), "--images", str(ds / "val.json"), "--out", str(pv),
+        _run([*script_command("predict"), "--weights", str(w), "--images", str(ds / "val.json"), "--out", str(pv),
               "--device", "cpu"])
         vis = ["--save-vis", str(out / "vis" / name), "--vis-max", "8"] if name == names[0] else []
-        _run([*_command("infer.py", "predict"), "--weights", str(w), "--images", str(data / "test.json"), "--out", str(pt),
+        _run([*script_command("predict"), "--weights", str(w), "--images", str(data / "test.json"), "--out", str(pt),
               "--device", "cpu", "--submission", str(out / f"{name}_submission.csv"), *vis])
         preds_val.append(pv)
         preds_test.append(pt)
     fused_val, fused_test = out / "ensemble_val.json", out / "ensemble_test.json"
-    _run([*_command("ensemble.py", "fuse"), *map(str, preds_val), "--images", str(ds / "val.json"), "--method", "wbf",
+    _run([*script_command("fuse"), *map(str, preds_val), "--images", str(ds / "val.json"), "--method", "wbf",
           "--out", str(fused_val)])
-    _run([*_command("ensemble.py", "fuse"), *map(str, preds_test), "--images", str(data / "test.json"), "--method",
+    _run([*script_command("fuse"), *map(str, preds_test), "--images", str(data / "test.json"), "--method",
           "wbf", "--out", str(fused_test)])
     metrics = out / "metrics.json"
-    _run([*_command("evaluate.py", "evaluate"), "--gt", str(ds / "val.json"), *map(str, preds_val), str(fused_val),
+    _run([*script_command("evaluate"), "--gt", str(ds / "val.json"), *map(str, preds_val), str(fused_val),
           "--json", str(metrics), "--plot", str(out / "plots"), "--bootstrap", str(args.bootstrap)])
     m = json.loads(metrics.read_text())
     print("\n" + "=" * 72)

@@ -13,15 +13,14 @@ from conftest import ROOT
 
 # Toy-size stand-ins; every pattern must occur in the recipe (so an edit that breaks it fails here).
 SUBSTITUTIONS = [
-    ("for f in 0 1 2 3 4", "for f in 0 1"),
-    ("fold{0,1,2,3,4}", "fold{0,1}"),
-    ("--epochs 100", "--epochs 1"),
-    ("--imgsz 1024", "--imgsz 64"),
-    ("--batch 16", "--batch 8 --workers 0"),
-    ("--device 0", "--device cpu"),
+    ("folds: 5", "folds: 2"),
+    ("epochs: 100", "epochs: 1"),
+    ("imgsz: 1024", "imgsz: 64"),
+    ("batch: 16", "batch: 8, workers: 0"),
     ("yolov5lu.pt", "yolov5nu.yaml"),
-    ("yolov5xu.pt", "yolov8n.yaml"),
-    ("--pseudo-conf 0.5", "--pseudo-conf 0"),  # a 1-epoch toy model scores low
+    ("yolov8m.pt", "yolov8n.yaml"),
+    ("--devices 0", "--devices cpu"),
+    ("pseudo_conf: 0.5", "pseudo_conf: 0"),  # a 1-epoch toy model scores low
 ]
 
 
@@ -38,22 +37,25 @@ def test_recipe_runs_at_toy_size(sample, tmp_path):
         assert old in script, f"the recipe no longer contains {old!r}"
         script = script.replace(old, new)
     for name in ("coco2yolo", "train_yolo.py", "infer.py", "ensemble.py", "evaluate.py"):
-        (tmp_path / name).symlink_to(ROOT / name)
+        (tmp_path / name).symlink_to(ROOT / name)  # the commands resolve as they would in the checkout
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "recycle").symlink_to(sample.parent)
     env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}"}
     proc = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    runs = tmp_path / "runs"
-    rows = (runs / "submission.csv").read_text().splitlines()
+    exp1 = tmp_path / "runs" / "exp1"
+    rows = (exp1 / "submission.csv").read_text().splitlines()
     assert rows[0] == "PredictionString,image_id" and len(rows) == 1 + 6
-    assert json.loads((runs / "ensemble_setting.json").read_text())["n_models"] == 2
-    assert len(json.loads((runs / "metrics_fold0.json").read_text())["files"]) == 2
-    assert (runs / "plots" / "ap50_per_class.png").exists()
-    assert "pseudo-labels: added" in proc.stdout
-    assert (tmp_path / "weights" / "v5l_fold0_pl.json").exists()
-    run_dir = Path(os.environ["COCO2YOLO_RUNS"]) / "train" / "v5l_fold0"  # Ultralytics' plots: on by default
+    assert "submission.csv: ok: 6 images" in proc.stdout
+    summary = json.loads((exp1 / "summary.json").read_text())
+    assert [m["name"] for m in summary["models"]] == ["v5l", "v8m"] and "gain_over_best_single" in summary["fusion"]
+    assert "(cross-fitted)" in proc.stdout and "[waits] train/v5l/fold0" in proc.stdout  # the dry run, first
+    compared = json.loads((tmp_path / "runs" / "pl_vs_v5l.json").read_text())
+    assert len(compared["files"]) == 2 and len(compared["differences"]) == 1
+    pl_log = (tmp_path / "runs" / "exp2" / "logs" / "train__v5l_pl__fold0.log").read_text()
+    assert "pseudo-labels: added" in pl_log
+    run_dir = exp1 / "runs" / "train" / "v5l_fold0"  # Ultralytics' plots: on by default
     assert all((run_dir / f).exists() for f in ("results.png", "labels.jpg", "confusion_matrix.png")), \
         sorted(p.name for p in run_dir.iterdir())
 

@@ -1,0 +1,170 @@
+"""The jobs of an experiment: each a command a user could type, with its inputs, outputs and dependencies.
+
+Layout under ``out``::
+
+    data/fold{f}/            the converter's output for fold f (split.json, val.json, data.yaml, ...)
+    runs/                    Ultralytics' runs (COCO2YOLO_RUNS for every command)
+    weights/NAME_fold{f}.pt  each model trained on every fold but f (+ sidecar)
+    preds/NAME_fold{f}_{val,test}.json   predictions of fold f's validation images and of the test images
+    oof/gt.json oof/folds.json           the whole cleaned training set, and the fold of every image
+    oof/NAME.json            NAME's out-of-fold predictions over every training image (folds merged)
+    oof/ensemble.json        the cross-fitted fusion of the models' out-of-fold predictions
+    metrics/oof.json         evaluate.py on the out-of-fold predictions
+    ensemble_setting.json    the fusion searched on all folds (applied to test), with the cross-fit report
+    test/NAME.json           NAME's test predictions: its K fold models fused
+    ensemble_test.json submission.csv    the final fusion of the test predictions
+    summary.json commands.log logs/      what it measured; every command run; each job's output
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from coco2yolo.commands import script_command
+from coco2yolo.kfold.experiment import Experiment
+
+STEPS = ("convert", "train", "predict", "merge", "score", "fuse", "test", "summary")
+DEVICE = "{device}"  # placeholder in a command, filled with the device(s) a job runs on
+
+
+@dataclass
+class Job:
+    id: str                                  # e.g. "train/v5l/fold0"
+    step: str                                # one of STEPS
+    argv: list[str] | None                   # the command; None for an internal step
+    inputs: list[Path]                       # files whose content the result depends on
+    outputs: list[Path]
+    deps: list[str] = field(default_factory=list)
+    device: bool = False                     # runs on a device slot (training, prediction)
+    devices: list[str] | None = None         # the devices a DDP model needs together
+    internal: Callable[[], None] | None = None
+    note: str = ""                           # what an internal step does, for the log and --dry-run
+
+    def shown(self, exp: Experiment, device: str | None = None) -> str:
+        """The command as a user would type it (internal steps: the kfold invocation that runs them)."""
+        if self.argv is None:
+            return (f"python -m coco2yolo.kfold {shlex.quote(str(exp.path))} --only {self.step}   # {self.note}")
+        argv = [device if (a == DEVICE and device) else a for a in self.argv]
+        argv[0] = "python" if argv[0] == sys.executable else argv[0]
+        env = f"COCO2YOLO_RUNS={shlex.quote(str(exp.out / 'runs'))} " if self.step in ("train",) else ""
+        return env + shlex.join(argv)
+
+
+def _files(exp: Experiment) -> dict[str, Path]:
+    o = exp.out
+    return {"gt": o / "oof" / "gt.json", "folds": o / "oof" / "folds.json", "fused_oof": o / "oof" / "ensemble.json",
+            "metrics": o / "metrics" / "oof.json", "setting": o / "ensemble_setting.json",
+            "ens_test": o / "ensemble_test.json", "submission": o / "submission.csv", "summary": o / "summary.json"}
+
+
+def build(exp: Experiment, internal: dict[str, Callable[..., None]]) -> list[Job]:
+    """Every job of ``exp`` in dependency order. ``internal``: the functions of the internal steps
+    (``oof_gt``, ``merge``, ``summary``), called with this experiment and the job's paths."""
+    o, K, f_ = exp.out, exp.folds, _files(exp)
+    jobs: list[Job] = []
+    images = ["--images", str(exp.images)] if exp.images else []
+    for f in range(K):
+        d = o / "data" / f"fold{f}"
+        jobs.append(Job(f"convert/fold{f}", "convert",
+                        [*script_command("convert"), str(exp.train), "--out", str(d), *exp.convert_args,
+                         "--fold", str(f), *images],
+                        [exp.train], [d / "data.yaml", d / "val.json", d / "split.json", d / "categories.json"]))
+    jobs.append(Job("merge/gt", "merge", None, [o / "data" / f"fold{f}" / "val.json" for f in range(K)]
+                    + [o / "data" / "fold0" / "split.json"], [f_["gt"], f_["folds"]],
+                    [f"convert/fold{f}" for f in range(K)],
+                    internal=lambda: internal["oof_gt"](exp), note="the folds' validation sets -> oof/gt.json"))
+    test_files: dict[str, list[Path]] = {}
+    for m in exp.models:
+        oof_parts = []
+        test_files[m.name] = []
+        for f in range(K):
+            d = o / "data" / f"fold{f}"
+            run_name = f"{m.name}_fold{f}"
+            w = o / "weights" / f"{run_name}.pt"
+            model_inputs = [Path(v) for k, v in m.options.items()  # starting weights, pseudo-labels
+                            if k in ("model", "weights", "pseudo_labels", "pseudo_images") and isinstance(v, str)
+                            and Path(v).suffix in (".pt", ".json", ".csv")]
+            jobs.append(Job(f"train/{m.name}/fold{f}", "train",
+                            [*script_command("train"), "--data", str(d / "data.yaml"), *m.train_args, "--name",
+                             run_name, "--weights-dir", str(o / "weights"), "--exist-ok", "--device", DEVICE],
+                            [d / "data.yaml", d / "categories.json", d / "labels", *model_inputs],
+                            [w, w.with_suffix(".json")], [f"convert/fold{f}"], device=True, devices=m.devices))
+            val_pred = o / "preds" / f"{run_name}_val.json"
+            jobs.append(Job(f"predict/{m.name}/fold{f}/val", "predict",
+                            [*script_command("predict"), "--weights", str(w), "--images", str(d / "val.json"),
+                             "--out", str(val_pred), *exp.predict_args, "--device", DEVICE],
+                            [w, d / "val.json"], [val_pred], [f"train/{m.name}/fold{f}"], device=True))
+            oof_parts.append(val_pred)
+            if exp.test is not None:
+                test_pred = o / "preds" / f"{run_name}_test.json"
+                jobs.append(Job(f"predict/{m.name}/fold{f}/test", "predict",
+                                [*script_command("predict"), "--weights", str(w), "--images", str(exp.test),
+                                 "--out", str(test_pred), *exp.predict_args, "--device", DEVICE],
+                                [w, exp.test], [test_pred], [f"train/{m.name}/fold{f}"], device=True))
+                test_files[m.name].append(test_pred)
+        oof = o / "oof" / f"{m.name}.json"
+        jobs.append(Job(f"merge/{m.name}", "merge", None, oof_parts + [f_["gt"]], [oof],
+                        [f"predict/{m.name}/fold{f}/val" for f in range(K)] + ["merge/gt"],
+                        internal=(lambda name=m.name, parts=tuple(oof_parts), out=oof:
+                                  internal["merge"](exp, list(parts), out)),
+                        note=f"{m.name}'s {K} out-of-fold files -> oof/{m.name}.json (every training image once)"))
+    oof_files = [o / "oof" / f"{m.name}.json" for m in exp.models]
+    merges = [f"merge/{m.name}" for m in exp.models]
+    jobs.append(Job("score/oof", "score",
+                    [*script_command("evaluate"), "--gt", str(f_["gt"]), *map(str, oof_files),
+                     "--json", str(f_["metrics"]), "--bootstrap", str(exp.bootstrap)],
+                    [f_["gt"], *oof_files], [f_["metrics"]], merges))
+    if len(exp.models) > 1:
+        jobs.append(Job("fuse/crossfit", "fuse",
+                        [*script_command("fuse"), *map(str, oof_files), "--tune", str(f_["gt"]), "--crossfit",
+                         str(f_["folds"]), "--out", str(f_["fused_oof"]), "--save-setting", str(f_["setting"]),
+                         "--bootstrap", str(exp.bootstrap), "--quiet", *exp.fuse_args],
+                        [f_["gt"], f_["folds"], *oof_files], [f_["fused_oof"], f_["setting"]], merges + ["merge/gt"]))
+    if exp.test is not None:
+        merged_test = []
+        for m in exp.models:
+            out = o / "test" / f"{m.name}.json"
+            merged_test.append(out)
+            # the K fold models of one architecture: WBF at the prediction NMS IoU, so that K identical
+            # fold models give back their own predictions (the scale the fusion was tuned on)
+            jobs.append(Job(f"test/{m.name}", "test",
+                            [*script_command("fuse"), *map(str, test_files[m.name]), "--images", str(exp.test),
+                             "--method", "wbf", "--iou-thr", f"{exp.predict_iou:g}", "--conf-type", "avg",
+                             "--out", str(out)],
+                            [*test_files[m.name], exp.test], [out],
+                            [f"predict/{m.name}/fold{f}/test" for f in range(K)]))
+        final = [*script_command("fuse"), *map(str, merged_test), "--images", str(exp.test), "--out",
+                 str(f_["ens_test"]), "--submission", str(f_["submission"])]
+        if len(exp.models) > 1:
+            final += ["--setting", str(f_["setting"])]
+            deps, inputs = [f"test/{m.name}" for m in exp.models] + ["fuse/crossfit"], [*merged_test, f_["setting"]]
+        else:  # one model: its fold-merged predictions as they are (NMS at IoU 1 suppresses nothing)
+            final += ["--method", "nms", "--iou-thr", "1"]
+            deps, inputs = [f"test/{exp.models[0].name}"], merged_test
+        jobs.append(Job("test/ensemble", "test", final, [*inputs, exp.test], [f_["ens_test"], f_["submission"]], deps))
+    summary_deps = ["score/oof"] + (["fuse/crossfit"] if len(exp.models) > 1 else []) + \
+        (["test/ensemble"] if exp.test is not None else [])
+    jobs.append(Job("summary", "summary", None, [f_["metrics"]] + ([f_["setting"]] if len(exp.models) > 1 else []),
+                    [f_["summary"]], summary_deps, internal=lambda: internal["summary"](exp),
+                    note="metrics, the cross-fitted gain and the compute spent -> summary.json"))
+    return jobs
+
+
+def shard_of(jobs: list[Job], shards: int) -> dict[str, int]:
+    """A deterministic 1/N of the jobs for each shard: within each step, the j-th job goes to shard j mod N
+    (so the expensive steps spread evenly)."""
+    out, count = {}, {s: 0 for s in STEPS}
+    for j in jobs:
+        out[j.id] = count[j.step] % shards
+        count[j.step] += 1
+    return out
+
+
+def env_for(exp: Experiment) -> dict[str, str]:
+    """The environment every command runs with: Ultralytics' runs inside the experiment folder."""
+    return {**os.environ, "COCO2YOLO_RUNS": str(exp.out.absolute() / "runs")}
