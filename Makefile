@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test browser clean
 
 # The package with its declared dependencies, each pinned by requirements.txt (the constraints file).
 $(VENV)/.installed: requirements.txt pyproject.toml
@@ -19,6 +19,10 @@ demo: install
 
 test: install
 	$(PY) -m pytest -q
+
+# Debian's headless Chromium and its driver, for the report's browser test (.ci/run does this too)
+browser:
+	apt-get install -y --no-install-recommends chromium chromium-driver || sudo apt-get install -y --no-install-recommends chromium chromium-driver
 
 clean:
 	rm -rf runs data/sample

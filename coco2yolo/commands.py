@@ -1,6 +1,6 @@
 """The ``coco2yolo`` command: one entry point with a subcommand per stage, in the style of ``yolo``.
 
-    coco2yolo convert|train|predict|fuse|evaluate|submission|sidecar|sample|demo ARGS...
+    coco2yolo convert|train|predict|fuse|evaluate|kfold|label-issues|submission|sidecar|sample|demo ARGS...
 
 Each subcommand is the same program as its script (``python -m coco2yolo``, ``train_yolo.py``,
 ``infer.py``, ``ensemble.py``, ``evaluate.py``, ``python -m coco2yolo.X``), with the same flags.
@@ -21,6 +21,8 @@ SUBCOMMANDS = {
     "predict": ("coco2yolo.inference", "COCO results with the original ids (infer.py)"),
     "fuse": ("coco2yolo.fusion.ensemble", "fuse several models' results, or tune the fusion (ensemble.py)"),
     "evaluate": ("coco2yolo.evaluation.metrics", "mAP50 with intervals and paired differences (evaluate.py)"),
+    "kfold": ("coco2yolo.kfold.__main__", "the k-fold experiment in one command (python -m coco2yolo.kfold)"),
+    "label-issues": ("coco2yolo.label_issues", "rank the annotations most likely wrong (python -m coco2yolo.label_issues)"),
     "submission": ("coco2yolo.submission", "check a competition submission CSV before upload"),
     "sidecar": ("coco2yolo.sidecar", "write the sidecar of weights trained elsewhere"),
     "sample": ("coco2yolo.sample", "write the built-in synthetic sample dataset"),

@@ -256,6 +256,20 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp
 
 
+def finite_or_null(obj: Any) -> Any:
+    """``obj`` with every NaN or infinite float (numpy's too) replaced by None, for JSON."""
+    import math
+
+    if isinstance(obj, dict):
+        return {k: finite_or_null(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_or_null(v) for v in obj]
+    if isinstance(obj, float) or type(obj).__name__ in ("float32", "float64"):
+        v = float(obj)
+        return v if math.isfinite(v) else None
+    return obj
+
+
 def dumps_json(obj: Any, indent: int | None = None) -> str:
     """JSON text: full float precision (Python's shortest repr), NaN refused, UTF-8 kept."""
     return json.dumps(obj, indent=indent, ensure_ascii=False, allow_nan=False)

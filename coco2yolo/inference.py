@@ -23,7 +23,6 @@ import glob
 import os
 import sys
 import time
-import zlib
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -118,17 +117,9 @@ class StreamingOutputs:
 
 def draw(img: np.ndarray, xyxy: np.ndarray, labels: list[str], scores: np.ndarray) -> np.ndarray:
     """Boxes with 'name score' captions on a copy of a BGR image."""
-    import cv2
+    from coco2yolo.evaluation.gallery import draw_boxes
 
-    out = img.copy()
-    for (x1, y1, x2, y2), label, s in zip(xyxy.astype(int).tolist(), labels, scores.tolist()):
-        colour = tuple(int(v) for v in np.random.default_rng(zlib.crc32(label.encode())).integers(60, 255, 3))
-        cv2.rectangle(out, (x1, y1), (x2, y2), colour, 2)
-        text = f"{label} {s:.2f}"
-        (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.5, 1)
-        cv2.rectangle(out, (x1, max(0, y1 - th - 4)), (x1 + tw + 2, max(th + 4, y1)), colour, -1)
-        cv2.putText(out, text, (x1 + 1, max(th + 1, y1 - 3)), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1)
-    return out
+    return draw_boxes(img, xyxy, [f"{label} {s:.2f}" for label, s in zip(labels, scores.tolist())], labels)
 
 
 def vis_relpath(image: dict[str, Any]) -> PurePosixPath:

@@ -200,3 +200,69 @@ def test_user_error_is_the_only_exception_a_reader_raises():
             parse_results(json.loads(text), "x")
         except (UserError, ValueError, RecursionError):
             pass
+
+
+@FUZZ
+@given(seed=SEEDS, which=st.sampled_from(["gt", "preds"]))
+def test_label_issues_readers(base, tmp_path_factory, capsys, seed, which):
+    from coco2yolo import label_issues
+
+    work = tmp_path_factory.mktemp("li")
+    rng = random.Random(seed)
+    gt = _write(work, "gt.json", mutated(base["gt"], rng) if which == "gt" else json.dumps(base["gt"]).encode())
+    pr = _write(work, "p.json", mutated(base["preds"], rng) if which == "preds" else json.dumps(base["preds"]).encode())
+    before = _tree_digest(work)
+    code, _, err = run_cli(label_issues.main, label_issues.get_args_parser(),
+                           ["--gt", gt, "--preds", pr, "--out", work / "out" / "i.json"], capsys)
+    _check(code, err)
+    assert {k: v for k, v in _tree_digest(work).items() if not k.startswith("out")} == before
+
+
+@FUZZ
+@given(seed=SEEDS)
+def test_submission_reader(base, tmp_path_factory, capsys, seed):
+    from coco2yolo import submission
+
+    work = tmp_path_factory.mktemp("sub")
+    images = {"images": base["gt"]["images"], "categories": base["gt"]["categories"]}
+    test = _write(work, "test.json", json.dumps(images).encode())
+    rows = ["PredictionString,image_id"] + [f"0 0.9 1 1 5 5,{im['file_name']}" for im in images["images"]]
+    rng = random.Random(seed)
+    from fuzzing import mutate_bytes
+
+    text = "\n".join(rows).encode()
+    for _ in range(rng.randint(1, 3)):
+        text = mutate_bytes(text, rng)
+    csv_path = _write(work, "sub.csv", text)
+    before = _tree_digest(work)
+    code, _, err = run_cli(submission.main, submission.get_args_parser(), ["check", csv_path, "--images", test], capsys)
+    assert code in (0, 2) and "Traceback" not in err, err
+    assert _tree_digest(work) == before
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@given(seed=SEEDS)
+def test_kfold_experiment_reader(base, tmp_path_factory, capsys, seed):
+    """The experiment file, fuzzed: a plan or one line, never a traceback (with --dry-run nothing runs)."""
+    import yaml
+
+    from coco2yolo.kfold import __main__ as kfold_cli
+
+    work = tmp_path_factory.mktemp("kf")
+    shutil.copytree(base["root"] / "ds", work / "ds")
+    doc = {"train": str(work / "ds" / "train.json"), "out": str(work / "out"), "convert": {"folds": 2, "seed": 0},
+           "models": [{"name": "a", "model": "yolov5nu.yaml", "epochs": 1}], "predict": {"conf": 0.001},
+           "fuse": {"methods": ["wbf"], "iou": [0.5]}, "bootstrap": 10}
+    from fuzzing import mutate_bytes, mutate_doc
+
+    rng = random.Random(seed)
+    for _ in range(rng.randint(1, 3)):
+        doc = mutate_doc(doc, rng)
+    text = yaml.safe_dump(doc, allow_unicode=True).encode()
+    if rng.random() < 0.25:
+        text = mutate_bytes(text, rng)
+    exp = _write(work, "exp.yaml", text)
+    before = _tree_digest(work)
+    code, _, err = run_cli(kfold_cli.main, kfold_cli.get_args_parser(), [exp, "--dry-run", "--devices", "cpu"], capsys)
+    _check(code, err)
+    assert _tree_digest(work) == before

@@ -9,6 +9,8 @@ Rules run in this order on COCO xywh pixel boxes:
                    the box with the lowest annotation id is kept. Crowd boxes are never merged.
 4. ``aspect``      flag boxes with max(w/h, h/w) > ``max_aspect``; kept unless ``drop_aspect``.
 5. ``large``       flag boxes covering >= ``max_cover`` of the image; kept unless ``drop_large``.
+6. ``label_issues``  drop the annotations an issues file names (``python -m coco2yolo.label_issues``,
+                   then ``--drop-annotations issues.json``); off unless such ids are given.
 
 Crowd boxes (``iscrowd=1``) go through rules 1, 2, 4, 5 like any box; the converter decides
 separately what YOLO training does with them (see ``convert.py``).
@@ -25,7 +27,7 @@ import numpy as np
 from coco2yolo.boxes import clip_xywh, iou_xyxy, xywh_to_xyxy
 from coco2yolo.cocodata import CategoryMap
 
-RULES = ("clip", "min_size", "duplicate", "aspect", "large")
+RULES = ("clip", "min_size", "duplicate", "aspect", "large", "label_issues")
 
 
 @dataclass
@@ -44,6 +46,8 @@ class CleanConfig:
     large: bool = True
     max_cover: float = 0.95
     drop_large: bool = False
+    label_issues: bool = True
+    drop_ids: frozenset = frozenset()  # annotation ids to drop (the label_issues rule)
 
 
 class _Tally:
@@ -92,6 +96,9 @@ def clean_dataset(data: dict[str, Any], cmap: CategoryMap, cfg: CleanConfig
     large = ~small & cfg.large & (area >= cfg.max_cover * res[:, 0] * res[:, 1])
     kept: list[dict[str, Any]] = []
     for i, a in enumerate(anns):
+        if cfg.label_issues and a["id"] in cfg.drop_ids:
+            tally.add("label_issues", a)
+            continue
         if moved[i]:
             tally.add("clip", a)
             a = {**a, "bbox": box[i].tolist(), "area": float(area[i])}
@@ -135,13 +142,14 @@ def _drop_duplicates(anns: list[dict[str, Any]], thr: float, tally: _Tally) -> l
 
 def _report(before: dict[str, Any], after: dict[str, Any], cfg: CleanConfig, tally: _Tally
             ) -> dict[str, Any]:
-    actions = {"clip": "clipped" if cfg.clip else "off",
+    actions = {"label_issues": "dropped" if cfg.label_issues and cfg.drop_ids else "off",
+               "clip": "clipped" if cfg.clip else "off",
                "min_size": "dropped",  # zero-area boxes are dropped even with the rule off
                "duplicate": "dropped" if cfg.duplicate else "off",
                "aspect": ("dropped" if cfg.drop_aspect else "flagged, kept") if cfg.aspect else "off",
                "large": ("dropped" if cfg.drop_large else "flagged, kept") if cfg.large else "off"}
     return {
-        "config": asdict(cfg),
+        "config": {**asdict(cfg), "drop_ids": len(cfg.drop_ids)},
         "boxes_in": len(before["annotations"]),
         "boxes_out": len(after["annotations"]),
         "rules": {r: {"action": actions[r], "count": tally.count[r],
@@ -158,4 +166,6 @@ def summary_line(report: dict[str, Any]) -> str:
             f"clipped {r['clip']} | dropped {r['min_size']} small (<{c['min_wh']:g}px or "
             f"<{c['min_area']:g}px2), {r['duplicate']} duplicates (IoU>={c['dup_iou']:g}) | "
             f"{report['rules']['aspect']['action']}: {r['aspect']} aspect>{c['max_aspect']:g}; "
-            f"{report['rules']['large']['action']}: {r['large']} covering>={c['max_cover']:.0%}")
+            f"{report['rules']['large']['action']}: {r['large']} covering>={c['max_cover']:.0%}"
+            + (f" | dropped {r['label_issues']} label issues" if report["rules"]["label_issues"]["action"] == "dropped"
+               else ""))

@@ -24,7 +24,7 @@ import os
 import sys
 import shutil
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -59,6 +59,8 @@ class ConvertOptions:
     copy: bool = False
     crowd: str = "drop"
     strict: bool = False  # an unusable image file is an error instead of being skipped
+    drop_annotations: Path | None = None  # an issues file of python -m coco2yolo.label_issues
+    issue_kinds: tuple[str, ...] = ("wrong_class", "no_object", "bad_box")
 
 
 @dataclass
@@ -209,7 +211,7 @@ def convert(json_path: str | os.PathLike, out: str | os.PathLike, opts: ConvertO
     if has_control_chars(str(out)):
         raise UserError(f"--out {str(out)!a} contains a newline or another control character; choose a plain name")
     data = load_dataset(json_path)
-    guard_outputs({"--out": out}, {"the COCO JSON": json_path, "--images": root,
+    guard_outputs({"--out": out}, {"the COCO JSON": json_path, "--images": root, "--drop-annotations": opts.drop_annotations,
                                    "image": [os.path.join(str(root), im["file_name"]) for im in data["images"]]},
                   folders={"--out"})
     if not data["annotations"]:
@@ -235,10 +237,17 @@ def convert(json_path: str | os.PathLike, out: str | os.PathLike, opts: ConvertO
     if opts.folds and opts.folds > len(data["images"]):
         raise UserError(f"--folds {opts.folds} needs at least {opts.folds} images; {json_path} has "
                         f"{len(data['images'])} usable")
-    if opts.clean is not None:
-        if not opts.clean.clip:
+    clean_cfg = opts.clean
+    if opts.drop_annotations is not None:
+        from coco2yolo.label_issues import read_issues
+
+        ids, _ = read_issues(opts.drop_annotations, data, list(opts.issue_kinds))
+        base = clean_cfg if clean_cfg is not None else CleanConfig(**{r: False for r in RULES})
+        clean_cfg = replace(base, label_issues=True, drop_ids=frozenset(ids))
+    if clean_cfg is not None:
+        if not clean_cfg.clip:
             _check_bounds(data, str(json_path))
-        data, clean_report = clean_dataset(data, cmap, opts.clean)
+        data, clean_report = clean_dataset(data, cmap, clean_cfg)
         result.report["cleaning"] = clean_report
     else:
         _check_bounds(data, str(json_path))
@@ -268,7 +277,7 @@ def convert(json_path: str | os.PathLike, out: str | os.PathLike, opts: ConvertO
             "source": str(json_path.absolute()), "seed": opts.seed, "shares": shares,
             "val_fold": val_fold, "folds": opts.folds, "val_fraction": None if opts.folds else opts.val_fraction,
             "fold_of_image": {str(i): f for i, f in zip(image_ids, fold.tolist())}})
-        if opts.clean is not None:
+        if clean_cfg is not None:
             write_json(tmp / "cleaned.json", data)
         result.report["conversion"] = {
             "source": str(json_path.absolute()), "images_root": str(root.absolute()),
@@ -372,6 +381,13 @@ def get_args_parser() -> argparse.ArgumentParser:
     c.add_argument("--max-cover", type=cli.IOU, default=d.max_cover,
                    help=f"flag boxes covering at least this share of the image ({d.max_cover:g})")
     c.add_argument("--drop-large", action="store_true", help="drop the flagged large boxes")
+    c.add_argument("--drop-annotations", type=Path, default=None, metavar="ISSUES.json",
+                   help="drop the annotations an issues file of python -m coco2yolo.label_issues names (the "
+                        "label_issues rule; with or without --clean)")
+    c.add_argument("--issue-kinds", nargs="+", choices=("wrong_class", "no_object", "bad_box"),
+                   default=["wrong_class", "no_object", "bad_box"], metavar="KIND",
+                   help="which kinds of issue to drop (default: wrong_class no_object bad_box; a missing box has "
+                        "no annotation to drop)")
     return p
 
 
@@ -384,11 +400,12 @@ def options_from_args(args: argparse.Namespace) -> ConvertOptions:
                             max_aspect=args.max_aspect, drop_aspect=args.drop_aspect,
                             max_cover=args.max_cover, drop_large=args.drop_large,
                             **{r: r not in args.disable for r in RULES})
-    elif args.disable:
+    elif [r for r in args.disable if r != "label_issues"]:
         raise UserError("--disable only applies with --clean")
     return ConvertOptions(images_root=args.images, clean=clean, folds=args.folds, fold=args.fold,
                           val_fraction=0.2 if args.val_fraction is None else args.val_fraction,
-                          seed=args.seed, copy=args.copy, crowd=args.crowd, strict=args.strict)
+                          seed=args.seed, copy=args.copy, crowd=args.crowd, strict=args.strict,
+                          drop_annotations=args.drop_annotations, issue_kinds=tuple(args.issue_kinds))
 
 
 def main(args: argparse.Namespace) -> int:

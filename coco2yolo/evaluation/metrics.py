@@ -26,6 +26,12 @@ from coco2yolo.results import Detections
 
 REC_THRS = np.linspace(0.0, 1.0, 101)
 AREA_ALL = (0.0, 1e5**2)
+# COCO's sizes, and finer bins for 1024 px photos (a battery a few dozen px wide to a bag filling the frame);
+# areas in px^2, named by the side of a square of that area
+COCO_AREAS = [("all", 0.0, 1e10), ("small (<32²)", 0.0, 32.0**2), ("medium (32²-96²)", 32.0**2, 96.0**2),
+              ("large (>96²)", 96.0**2, 1e10)]
+SIZE_BINS = [("all", 0.0, 1e10), ("<32", 0.0, 32.0**2), ("32-96", 32.0**2, 96.0**2),
+             ("96-256", 96.0**2, 256.0**2), ("256-512", 256.0**2, 512.0**2), (">512", 512.0**2, 1e10)]
 
 
 def check_scorable(data: dict[str, Any], source: str) -> None:
@@ -59,8 +65,12 @@ def _records(dets: Detections) -> list[dict[str, Any]]:
 
 
 def cocoeval_precision(gt: dict[str, Any], dets: Detections, max_dets: int = 100,
-                       backend: str = "faster") -> np.ndarray | None:
-    """COCOeval's accumulated precision array [T, R, K, A, M] (None when there are no detections)."""
+                       backend: str = "faster", area_ranges: list[tuple[str, float, float]] | None = None
+                       ) -> np.ndarray | None:
+    """COCOeval's accumulated precision array [T, R, K, A, M] (None when there are no detections).
+
+    ``area_ranges``: (label, min area, max area) in px^2 instead of COCO's all/small/medium/large.
+    """
     if len(dets) == 0:
         return None
     if backend == "faster":
@@ -82,6 +92,9 @@ def cocoeval_precision(gt: dict[str, Any], dets: Detections, max_dets: int = 100
     else:
         raise UserError(f"unknown backend {backend!r}; allowed: faster, pycocotools")
     ev.params.maxDets = [1, 10, max_dets]
+    if area_ranges is not None:
+        ev.params.areaRng = [[lo, hi] for _, lo, hi in area_ranges]
+        ev.params.areaRngLbl = [label for label, _, _ in area_ranges]
     with contextlib.redirect_stdout(io.StringIO()):
         ev.evaluate()
         ev.accumulate()
@@ -282,6 +295,7 @@ class Scores:
     matches: Matches | None = None
     ci95: tuple[float, float] | None = None
     boot: np.ndarray | None = None
+    dets: Detections | None = None
 
     def to_json(self, cmap: CategoryMap) -> dict[str, Any]:
         def num(x: float) -> float | None:
@@ -309,6 +323,7 @@ def score(gt: dict[str, Any], dets: Detections, cmap: CategoryMap, max_dets: int
         s = Scores(_mean_valid(prec[0, :, :, 0, -1]), _mean_valid(prec[:, :, :, 0, -1]), ap50, prec)
     if with_matches:
         s.matches = match_iou50(gt, dets, cats, max_dets)
+    s.dets = dets
     return s
 
 
@@ -331,6 +346,15 @@ def get_args_parser():
                    help="detections kept per image and class, as COCOeval's maxDets (100)")
     p.add_argument("--backend", choices=("faster", "pycocotools"), default="faster",
                    help="COCOeval implementation for the point estimates (faster: faster-coco-eval)")
+    r = p.add_argument_group("error report (--report)")
+    r.add_argument("--report", default=None, metavar="REPORT.html",
+                   help="one self-contained HTML page: per-class AP50 with intervals, PR curves, confusion matrix, AP50 "
+                        "by size, what each error type costs, a gallery of the worst images and false alarms")
+    r.add_argument("--report-conf", type=cli.FRACTION, default=0.25,
+                   help="score a prediction needs in the confusion matrix and the gallery (0.25)")
+    r.add_argument("--report-iou", type=cli.IOU, default=0.5, help="IoU at which boxes match in the confusion matrix (0.5)")
+    r.add_argument("--report-max-mb", type=cli.number(0.1), default=20.0,
+                   help="size cap on the pictures inlined in the page, MB (20)")
     return p
 
 
@@ -352,6 +376,7 @@ def evaluate_files(gt_path: str, result_paths: list[str], n_boot: int = 1000, se
         if weights is not None:
             s.boot = bootstrap_map50(s.matches, weights)
             s.ci95 = interval(s.boot)
+    out_weights = weights
     out: dict[str, Any] = {"gt": str(gt_path), "images": len(img_ids),
                            "gt_boxes": sum(1 for a in gt["annotations"] if not a["iscrowd"]),
                            "max_dets": max_dets, "bootstrap": n_boot, "seed": seed, "backend": backend,
@@ -362,7 +387,7 @@ def evaluate_files(gt_path: str, result_paths: list[str], n_boot: int = 1000, se
         if weights is not None:
             diff["ci95"] = list(interval(s.boot - scores[0].boot))
         out["differences"].append(diff)
-    out["_scores"], out["_cmap"] = scores, cmap
+    out["_scores"], out["_cmap"], out["_weights"], out["_gt"], out["_data"] = scores, cmap, out_weights, gt, data
     return out
 
 
@@ -395,20 +420,34 @@ def format_report(out: dict[str, Any]) -> str:
 
 def evaluate_and_write(gt: str, results: list[str], n_boot: int = 1000, seed: int = 0, max_dets: int = 100,
                        backend: str = "faster", json_out: str | None = None, plot: str | None = None,
-                       echo: bool = False) -> dict[str, Any]:
-    """evaluate.py's work: score, print (``echo``), write ``json_out`` and ``plot``; return the metrics."""
+                       echo: bool = False, report: str | None = None, report_options: Any = None,
+                       command: str = "") -> dict[str, Any]:
+    """evaluate.py's work: score, print (``echo``), write ``json_out``, ``plot`` and ``report``; return the metrics."""
     from pathlib import Path
 
     from coco2yolo.evaluation.plots import plot_ap50, plot_pr
-    from coco2yolo.fileio import guard_outputs, write_json
+    from coco2yolo.fileio import guard_outputs, write_json, write_text
 
     if n_boot < 0 or max_dets < 1 or not 0 <= seed < 2**32:
         raise UserError(f"need bootstrap >= 0, max_dets >= 1 and a seed in [0, 2^32); got {n_boot}, {max_dets}, {seed}")
-    guard_outputs({"--json": json_out, "--plot": plot}, {"--gt": gt, "results file": results}, folders={"--plot"})
+    guard_outputs({"--json": json_out, "--plot": plot, "--report": report}, {"--gt": gt, "results file": results},
+                  folders={"--plot"})
     out = evaluate_files(gt, results, n_boot, seed, max_dets, backend)
     if echo:
         print(format_report(out))
-    scores, cmap = out.pop("_scores"), out.pop("_cmap")
+    scores, cmap, weights = out.pop("_scores"), out.pop("_cmap"), out.pop("_weights")
+    gt_prepared, data = out.pop("_gt"), out.pop("_data")
+    sections = []
+    if report:
+        from coco2yolo.evaluation import gallery
+        from coco2yolo.evaluation import report as rep
+
+        opts = report_options or rep.ReportOptions()
+        budget = gallery.Budget(opts.max_mb * 1e6)
+        sections = [rep.file_section(i, str(p), s, s.dets, gt_prepared, data, cmap, weights, max_dets, backend,
+                                     Path(gt).parent, opts, budget) for i, (p, s) in enumerate(zip(results, scores))]
+        for f, sec in zip(out["files"], sections):
+            f.update(rep.json_extras(sec))
     if json_out:
         write_json(json_out, out, indent=2)
         if echo:
@@ -424,10 +463,22 @@ def evaluate_and_write(gt: str, results: list[str], n_boot: int = 1000, seed: in
             plot_pr(folder / f"pr_{i}_{Path(lab).stem}.png", cmap.names, s.precision, lab)
         if echo:
             print(f"plots written to {folder}/ (ap50_per_class.png, pr_*.png)")
+    if report:
+        page = rep.render({**rep.header(out, opts, command), "files": sections, "differences": out["differences"]})
+        write_text(report, page)
+        if echo:
+            print(f"report written to {report} ({len(page.encode()) / 1e6:.1f} MB)")
     return out
 
 
 def main(args) -> int:
+    import shlex
+    import sys
+
+    from coco2yolo.evaluation.report import ReportOptions
+
+    opts = ReportOptions(conf=args.report_conf, iou=args.report_iou, max_mb=args.report_max_mb)
     evaluate_and_write(args.gt, args.results, args.bootstrap, args.seed, args.max_dets, args.backend, args.json,
-                       args.plot, echo=True)
+                       args.plot, echo=True, report=args.report, report_options=opts,
+                       command=shlex.join(["evaluate.py", *sys.argv[1:]]))
     return 0
