@@ -36,11 +36,12 @@ from fuzzing import mutated  # noqa: E402
 from helpers import ann, make_coco  # noqa: E402
 from killing import leftovers, run_and_kill, timed, tree_digest  # noqa: E402
 
-from coco2yolo import cli, sidecar  # noqa: E402
-from coco2yolo.dataset import convert as conv
-from coco2yolo.fusion import ensemble as ensembling
-from coco2yolo.evaluation import metrics as evaluation
-from coco2yolo import inference as predict
+from coco2yolo import cli, label_issues, sidecar, submission  # noqa: E402
+from coco2yolo import inference as predict  # noqa: E402
+from coco2yolo.dataset import convert as conv  # noqa: E402
+from coco2yolo.evaluation import metrics as evaluation  # noqa: E402
+from coco2yolo.fusion import ensemble as ensembling  # noqa: E402
+from coco2yolo.kfold import __main__ as kfold_cli  # noqa: E402
 
 
 OUTPUTS = {"side.json"}  # the sidecar command's own output, written beside the weights it is given
@@ -99,6 +100,14 @@ def fuzz(n: int, seed: int, work: Path, weights: Path | None) -> dict:
         "ensemble: --tune": (ensembling, gt, lambda f: [fixed_p, fixed_p, "--tune", f, "--bootstrap", "5",
                                                         "--tune-iou", "0.5", "--tune-methods", "wbf",
                                                         "--out", work / "out" / "e.json"]),
+        "label_issues: --gt": (label_issues, gt, lambda f: ["--gt", f, "--preds", fixed_p, "--out",
+                                                            work / "out" / "i.json"]),
+        "label_issues: --preds": (label_issues, preds, lambda f: ["--gt", fixed_gt, "--preds", f, "--out",
+                                                                  work / "out" / "i.json"]),
+        "kfold: experiment file": (kfold_cli, {"train": str(fixed_gt), "out": str(work / "out" / "exp"),
+                                               "convert": {"folds": 2}, "models": [{"name": "a", "epochs": 1}],
+                                               "predict": {"conf": 0.001}, "fuse": {"iou": [0.5]}},
+                                   lambda f: [f, "--dry-run", "--devices", "cpu"]),
         "sidecar: --categories": (sidecar, {"categories": [{"class_index": 0, "category_id": 0, "name": "a"}]},
                                   lambda f: [side_weights, "--categories", f, "--imgsz", "64"]),
     }
@@ -108,15 +117,32 @@ def fuzz(n: int, seed: int, work: Path, weights: Path | None) -> dict:
                                                  "--device", "cpu"])
     else:
         readers.pop("sidecar: --categories")
+    csv_text = "PredictionString,image_id\n" + "".join(f"0 0.9 1 1 5 5,{im['file_name']}\n" for im in gt["images"])
     out: dict = {}
+    rng_csv = random.Random(f"{seed}-csv")
+    from fuzzing import mutate_bytes
+
+    counts: Counter[str] = Counter()
+    for _ in range(n):
+        text = csv_text.encode()
+        for _ in range(rng_csv.randint(1, 3)):
+            text = mutate_bytes(text, rng_csv)
+        f = work / "ds" / "fuzz.csv"
+        f.write_bytes(text)
+        before = _digest(work)
+        outcome, _ = _call(submission.main, submission.get_args_parser(), ["check", f, "--images", fixed_gt])
+        counts[outcome] += 1
+        counts["input changed"] += _digest(work) != before
+    out["submission check: CSV (byte mutations)"] = {"tried": n, **{k: v for k, v in counts.items() if v}}
+    print(out, flush=True)
     for name, (module, doc, argv) in readers.items():
         rng = random.Random(f"{seed}-{name}")
         counts: Counter[str] = Counter()
         examples = []
         count = n if not name.startswith("infer") else max(10, n // 10)
         for _ in range(count):
-            f = work / "ds" / "fuzz.json"
-            f.write_bytes(mutated(doc, rng))
+            f = work / "ds" / ("fuzz.yaml" if name.startswith("kfold") else "fuzz.json")
+            f.write_bytes(mutated(doc, rng))  # JSON is YAML too
             before = _digest(work)
             outcome, detail = _call(module.main, module.get_args_parser(), argv(f))
             counts[outcome] += 1

@@ -18,7 +18,6 @@ import csv
 import math
 import os
 import sys
-from pathlib import Path
 from typing import Any
 
 import numpy as np

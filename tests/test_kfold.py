@@ -156,7 +156,7 @@ def test_fold_merge_of_identical_models_returns_their_predictions(tmp_path, caps
 
     rng = np.random.default_rng(0)
     images = [{"id": i, "file_name": f"{i}.jpg", "width": 640, "height": 480} for i in range(6)]
-    recs, boxes = [], []
+    recs = []
     for i in range(6):
         for _ in range(40):  # boxes of one image overlap each other at IoU <= 0.7, as after the model's NMS
             x, y = rng.uniform(0, 500, 2)

@@ -189,7 +189,7 @@ def _drop_images(data: dict[str, Any], gone: set[int]) -> dict[str, Any]:
             "annotations": [a for a in data["annotations"] if a["image_id"] not in gone]}
 
 
-def _check_split(fold: np.ndarray, shares: list[float], val_fold: int, opts: ConvertOptions, n_images: int) -> None:
+def _check_split(fold: np.ndarray, val_fold: int, opts: ConvertOptions, n_images: int) -> None:
     """Refuse a split that leaves the training or the validation set empty."""
     n_val = int((fold == val_fold).sum())
     if n_val == 0 or n_val == n_images:
@@ -254,7 +254,7 @@ def convert(json_path: str | os.PathLike, out: str | os.PathLike, opts: ConvertO
 
     image_ids, counts = class_count_matrix(data, cmap)
     fold = assign_folds(counts, shares, opts.seed)
-    _check_split(fold, shares, val_fold, opts, len(image_ids))
+    _check_split(fold, val_fold, opts, len(image_ids))
     result.split_text, result.max_share_deviation_pp = split_table(counts, fold, cmap.names)
     split_of = {iid: ("val" if f == val_fold else "train") for iid, f in zip(image_ids, fold.tolist())}
 

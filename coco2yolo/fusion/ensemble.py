@@ -22,7 +22,7 @@ from coco2yolo.cocodata import load_dataset
 from coco2yolo.errors import UserError, short
 from coco2yolo.evaluation.metrics import (ap_from_matches, bootstrap_map50, bootstrap_weights, check_scorable, interval,
                                           match_iou50,
-                         nanmean_rows, prepare_gt)
+                         nanmean_rows)
 from coco2yolo.fileio import atomic_paths, guard_outputs, load_json, write_json
 from coco2yolo.fusion.kernels import CONF_TYPES, METHODS, fuse
 from coco2yolo.fusion.search import Scorer, SearchSpace, crossfit, search

@@ -110,17 +110,24 @@ def _devices(value: Any, where: str) -> list[str] | None:
     return devs
 
 
+def _section(doc: dict[str, Any], key: str, parser, managed: set[str], source: str,
+             around: tuple[list[str], list[str]]) -> tuple[list[str], Any]:
+    """A section that feeds one command: its keys must be that command's options (less ``managed``), and
+    its flags must parse with that command's parser (``around``: the arguments before and after them)."""
+    opts = _mapping(doc, key, source)
+    allowed = {a.dest for a in parser._actions if a.dest != "help"} - managed
+    _unknown(opts, allowed, f"{source}: {key}")
+    args = flags(opts, f"{source}: {key}")
+    return args, cli.parse_or_raise(parser, [*around[0], *args, *around[1]], f"{source}: {key}")
+
+
 def _convert(doc: dict[str, Any], source: str) -> tuple[list[str], int]:
     from coco2yolo.dataset import convert
 
-    opts = _mapping(doc, "convert", source)
-    parser = convert.get_args_parser()
-    allowed = {a.dest for a in parser._actions if a.dest != "help"} - CONVERT_MANAGED
-    _unknown(opts, allowed, f"{source}: convert")
-    if "folds" not in opts:
+    if "folds" not in _mapping(doc, "convert", source):
         raise UserError(f"{source}: convert.folds is required (the number of folds K, at least 2)")
-    args = flags(opts, f"{source}: convert")
-    ns = cli.parse_or_raise(parser, ["x.json", "--out", "x", *args, "--fold", "0"], f"{source}: convert")
+    args, ns = _section(doc, "convert", convert.get_args_parser(), CONVERT_MANAGED, source,
+                        (["x.json", "--out", "x"], ["--fold", "0"]))
     return args, ns.folds
 
 
@@ -157,8 +164,8 @@ def _models(doc: dict[str, Any], source: str) -> list[Model]:
         ns = cli.parse_or_raise(train.get_args_parser(), args, where)
         cfg = config.resolve(ns)
         train._check_values(cfg)  # type: ignore[attr-defined]
-        config.parse_set(ns.set, set(DEFAULT_CFG_DICT) - (set(config.MANAGED) | {k for k in cfg if config.is_ultralytics_key(k)}),
-                         set(config.MANAGED) | {k for k in cfg if config.is_ultralytics_key(k)})
+        reserved = set(config.MANAGED) | {k for k in cfg if config.is_ultralytics_key(k)}
+        config.parse_set(ns.set, set(DEFAULT_CFG_DICT) - reserved, reserved)
         models.append(Model(name, args, devices, opts))
     return models
 
@@ -166,13 +173,8 @@ def _models(doc: dict[str, Any], source: str) -> list[Model]:
 def _predict(doc: dict[str, Any], source: str) -> tuple[list[str], float]:
     from coco2yolo import inference
 
-    opts = _mapping(doc, "predict", source)
-    parser = inference.get_args_parser()
-    allowed = {a.dest for a in parser._actions if a.dest != "help"} - PREDICT_MANAGED
-    _unknown(opts, allowed, f"{source}: predict")
-    args = flags(opts, f"{source}: predict")
-    ns = cli.parse_or_raise(parser, ["--weights", "w.pt", "--images", "i.json", "--out", "o.json", *args],
-                            f"{source}: predict")
+    args, ns = _section(doc, "predict", inference.get_args_parser(), PREDICT_MANAGED, source,
+                        (["--weights", "w.pt", "--images", "i.json", "--out", "o.json"], []))
     return args, ns.iou
 
 
