@@ -223,3 +223,31 @@ def test_the_shipped_example_experiment_is_valid():
     jobs = build(exp, {"oof_gt": None, "merge": None, "summary": None})
     assert exp.folds == 5 and len(exp.models) == 2
     assert sum(j.step == "train" for j in jobs) == 10
+
+
+def test_killing_the_runner_stops_its_jobs_and_a_rerun_takes_over(experiment):
+    """kill -9 of the runner mid-training: the training dies with it (no orphan keeps writing), its claim
+    names a dead process, and the next run takes the job over and finishes it."""
+    import os
+    import signal
+    import time
+
+    exp, out, _ = experiment
+    (out / "weights" / "a_fold1.pt").unlink()
+    runner = subprocess.Popen([sys.executable, "-m", "coco2yolo.kfold", str(exp), "--devices", "cpu"], cwd=ROOT,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    claim = out / ".kfold" / "claims" / "train__a__fold1"
+    for _ in range(600):
+        if claim.exists():
+            break
+        time.sleep(0.1)
+    assert claim.exists()
+    time.sleep(2)
+    os.kill(runner.pid, signal.SIGKILL)
+    runner.wait()
+    time.sleep(3)
+    alive = subprocess.run(["pgrep", "-f", "train_yolo.py.*a_fold1"], capture_output=True, text=True).stdout.split()
+    assert alive == [], "the training outlived its runner"
+    proc = _kfold(exp)
+    assert proc.returncode == 0, proc.stderr
+    assert (out / "weights" / "a_fold1.pt").exists() and not claim.exists()

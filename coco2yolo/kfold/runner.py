@@ -263,7 +263,7 @@ class Runner:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(log_path, "a", encoding="utf-8")
         proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env_for(self.exp),
-                                start_new_session=True)
+                                start_new_session=True, preexec_fn=_die_with_parent)
         return Running(job, proc, devices, time.time(), log)
 
     def _run_internal(self, job: Job, claims: Claims) -> None:
@@ -360,6 +360,16 @@ class Runner:
             raise UserError(f"step {job.id} failed (exit {rc}); its output is in "
                             f"{self.exp.out / 'logs' / (_safe(job.id) + '.log')}: {_tail(self.exp.out, job)}")
         return 0
+
+
+def _die_with_parent() -> None:
+    """In a job's process: receive SIGTERM when the runner dies, even by kill -9 (Linux), so that no job
+    keeps running unclaimed; elsewhere nothing."""
+    with contextlib.suppress(Exception):
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def _tail(out: Path, job: Job) -> str:
