@@ -4,12 +4,14 @@ Ultralytics' convert_coco on the same file, alternated in the same run. Target: 
 
     python bench/bench_convert.py [--reps 5]
 
-Images are not public: empty placeholder files stand in for them (links are still made).
+Images are not public: one tiny JPEG, hard-linked 4,883 times, stands in for them (links are still
+made, and every file passes the converter's image check, which reads its first and last bytes).
 Ours does labels, links, data.yaml, categories.json, a 5-fold split (fold 0) and the split
 JSONs; convert_coco writes labels only. Also timed: the same with --clean.
 """
 
 import argparse
+import os
 import json
 import shutil
 import statistics
@@ -35,10 +37,15 @@ def main() -> None:
     src = need(SHARED / "datasets" / "recycle" / "train.json")
     work = Path(tempfile.mkdtemp(prefix="bench_convert_"))
     data = json.loads(src.read_text())
+    import cv2
+    import numpy as np
+
+    one = work / "one.jpg"  # a real (tiny) JPEG, hard-linked: the converter checks every image file
+    cv2.imwrite(str(one), np.zeros((8, 8, 3), np.uint8))
     for im in data["images"]:
         f = work / "img" / im["file_name"]
         f.parent.mkdir(parents=True, exist_ok=True)
-        f.touch()
+        os.link(one, f)
     (work / "coco").mkdir()
     (work / "coco" / "train.json").symlink_to(src)
     times = {"ours": [], "ours_clean": [], "convert_coco": []}

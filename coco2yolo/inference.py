@@ -231,7 +231,7 @@ class PredictOptions:
     vis_max: int = 50
     strict: bool = False
     trust_weights: bool = False
-    multi_label: bool = False
+    multi_label: bool = True  # measured: never worse out of fold, what Ultralytics' validation does
 
     def check(self) -> PredictOptions:
         """The checks the flags' types make, for callers of the API."""
@@ -337,9 +337,10 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="score threshold (0.001: what mAP wants)")
     p.add_argument("--iou", type=cli.IOU, default=0.7, help="NMS IoU threshold (0.7)")
     p.add_argument("--agnostic", action="store_true", help="class-agnostic NMS (one box per place, any class)")
-    p.add_argument("--multi-label", action="store_true",
-                   help="validation's NMS: a box keeps every class scoring above --conf (Ultralytics' val does this; "
-                        "its predict keeps only the best class)")
+    p.add_argument("--multi-label", action=argparse.BooleanOptionalAction, default=True,
+                   help="validation's NMS: a box keeps every class scoring above --conf, as Ultralytics' val does "
+                        "(default: on, measured out of fold in BENCHMARKS.md); --no-multi-label keeps only the best "
+                        "class, as Ultralytics' predict does")
     p.add_argument("--max-det", type=cli.POSITIVE_INT, default=300, help="boxes kept per image (300)")
     p.add_argument("--imgsz", type=cli.number(32, integer=True), default=None,
                    help="inference size, a multiple of 32 (default: the training size)")

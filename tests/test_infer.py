@@ -122,12 +122,12 @@ def test_bad_flags(tiny_weights, sample, tmp_path, capsys):
 def test_multi_label_keeps_every_class_above_conf(tiny_weights, sample, tmp_path, capsys):
     """Validation's NMS: the same place may carry several classes; predict's keeps one class per box."""
     runs = {}
-    for flag in ([], ["--multi-label"]):
-        out = tmp_path / f"p{len(flag)}.json"
+    for flag in (["--no-multi-label"], ["--multi-label"]):
+        out = tmp_path / f"p{flag[0]}.json"
         code, _, err = _cli(["--weights", tiny_weights, "--images", sample.parent / "test.json", "--out", out,
                              "--device", "cpu", "--conf", "0.001", *flag], capsys)
         assert code == 0, err
-        runs[bool(flag)] = json.loads(out.read_text())
+        runs[flag == ["--multi-label"]] = json.loads(out.read_text())
 
     def places(preds):
         by_box = {}

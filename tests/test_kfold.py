@@ -251,3 +251,64 @@ def test_killing_the_runner_stops_its_jobs_and_a_rerun_takes_over(experiment):
     proc = _kfold(exp)
     assert proc.returncode == 0, proc.stderr
     assert (out / "weights" / "a_fold1.pt").exists() and not claim.exists()
+
+
+def test_devices_run_one_job_each_at_once(tmp_path):
+    """--devices 0,1: device jobs run two at a time, each on its own device; a DDP job takes both."""
+    import time
+
+    from coco2yolo.kfold.experiment import Experiment
+    from coco2yolo.kfold.plan import DEVICE, Job
+    from coco2yolo.kfold.runner import Runner
+
+    exp = Experiment(path=tmp_path / "exp.yaml", train=tmp_path / "t.json", test=None, out=tmp_path / "out",
+                     images=None, folds=2, convert_args=[], models=[], predict_args=[], predict_iou=0.7, fuse_args=[],
+                     devices=None, bootstrap=0)
+    code = ("import sys, time, json; t = time.time(); time.sleep(1.5); "
+            "open(sys.argv[1], 'w').write(json.dumps([sys.argv[3], t, time.time()]))")
+
+    def job(name, devices=None):
+        out = tmp_path / f"{name}.json"
+        return Job(f"predict/{name}", "predict", [sys.executable, "-c", code, str(out), "--device", DEVICE], [], [out],
+                   device=True, devices=devices)
+
+    jobs = [job("a"), job("b"), job("c"), job("ddp", devices=["0", "1"])]
+    t0 = time.time()
+    assert Runner(exp, jobs, ["0", "1"]).run() == 0
+    seen = {j.id.split("/")[1]: json.loads((tmp_path / f"{j.id.split('/')[1]}.json").read_text()) for j in jobs}
+    assert {seen["a"][0], seen["b"][0]} == {"0", "1"}  # the first two at once, on different devices
+    assert abs(seen["a"][1] - seen["b"][1]) < 1.0
+    assert seen["ddp"][0] == "0,1"
+    ddp_start, ddp_end = seen["ddp"][1], seen["ddp"][2]
+    assert all(not (s < ddp_end and ddp_start < e) for name, (_, s, e) in seen.items() if name != "ddp")  # alone
+    assert time.time() - t0 < 4 * 1.5 + 4  # a, b together; then c and ddp one after the other at most
+
+
+def test_an_interrupted_training_resumes_when_nothing_changed(tmp_path):
+    """The runner adds --resume only for the same job (same fingerprint) whose last.pt is unfinished."""
+    import torch
+
+    from coco2yolo.fileio import write_json
+    from coco2yolo.kfold.experiment import Experiment
+    from coco2yolo.kfold.plan import DEVICE, Job
+    from coco2yolo.kfold.runner import Runner
+
+    exp = Experiment(path=tmp_path / "exp.yaml", train=tmp_path / "t.json", test=None, out=tmp_path / "out",
+                     images=None, folds=2, convert_args=[], models=[], predict_args=[], predict_iou=0.7, fuse_args=[],
+                     devices=None, bootstrap=0)
+    data = tmp_path / "data.yaml"
+    data.write_text("x")
+    job = Job("train/m/fold0", "train", ["python", "train_yolo.py", "--data", str(data), "--name", "m_fold0",
+                                         "--device", DEVICE], [data], [tmp_path / "w.pt"], device=True)
+    runner = Runner(exp, [job], ["cpu"])
+    assert runner._argv(job, ["cpu"])[-1] == "cpu"  # no earlier attempt
+    last = exp.out / "runs" / "train" / "m_fold0" / "weights" / "last.pt"
+    last.parent.mkdir(parents=True)
+    torch.save({"epoch": 1}, last)  # an epoch saved, the run not finished
+    write_json(exp.out / ".kfold" / "started" / "train__m__fold0.json", {"fingerprint": runner.fp.job(job)})
+    assert runner._argv(job, ["cpu"])[-1] == "--resume"
+    torch.save({"epoch": -1}, last)  # finished: nothing to resume
+    assert runner._argv(job, ["cpu"])[-1] == "cpu"
+    torch.save({"epoch": 1}, last)
+    data.write_text("changed")  # an input changed: start afresh
+    assert runner._argv(job, ["cpu"])[-1] == "cpu"

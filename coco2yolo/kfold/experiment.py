@@ -53,16 +53,20 @@ class Experiment:
     raw: dict[str, Any] = field(default_factory=dict)
 
 
-def flags(options: dict[str, Any], where: str, *, bool_negation: bool = False) -> list[str]:
-    """``{"dup_iou": 0.9, "clean": True, "disable": ["aspect"]}`` -> ``--dup-iou 0.9 --clean --disable aspect``."""
+def flags(options: dict[str, Any], where: str, parser=None) -> list[str]:
+    """``{"dup_iou": 0.9, "clean": True, "disable": ["aspect"]}`` -> ``--dup-iou 0.9 --clean --disable aspect``.
+
+    ``False`` becomes ``--no-KEY`` where ``parser`` has that flag (an option on by default), else nothing.
+    """
+    negations = {o for a in parser._actions for o in a.option_strings if o.startswith("--no-")} if parser else set()
     out: list[str] = []
     for key, value in options.items():
         flag = "--" + str(key).replace("_", "-")
         if isinstance(value, bool):
             if value:
                 out.append(flag)
-            elif bool_negation:
-                out.append(f"--no-{str(key).replace('_', '-')}")
+            elif f"--no-{flag[2:]}" in negations:
+                out.append(f"--no-{flag[2:]}")
         elif isinstance(value, list):
             if not value:
                 raise UserError(f"{where}: {key} is an empty list")
@@ -117,7 +121,7 @@ def _section(doc: dict[str, Any], key: str, parser, managed: set[str], source: s
     opts = _mapping(doc, key, source)
     allowed = {a.dest for a in parser._actions if a.dest != "help"} - managed
     _unknown(opts, allowed, f"{source}: {key}")
-    args = flags(opts, f"{source}: {key}")
+    args = flags(opts, f"{source}: {key}", parser)
     return args, cli.parse_or_raise(parser, [*around[0], *args, *around[1]], f"{source}: {key}")
 
 
@@ -160,8 +164,9 @@ def _models(doc: dict[str, Any], source: str) -> list[Model]:
         devices = _devices(opts.pop("device"), f"{where}: device") if "device" in opts else None
         own = {k: v for k, v in opts.items() if k in base}
         extra = {k: v for k, v in opts.items() if k not in base}
-        args = flags(own, where, bool_negation=True) + [a for k, v in extra.items() for a in ("--set", f"{k}={v}")]
-        ns = cli.parse_or_raise(train.get_args_parser(), args, where)
+        parser = train.get_args_parser()
+        args = flags(own, where, parser) + [a for k, v in extra.items() for a in ("--set", f"{k}={v}")]
+        ns = cli.parse_or_raise(parser, args, where)
         cfg = config.resolve(ns)
         train._check_values(cfg)  # type: ignore[attr-defined]
         reserved = set(config.MANAGED) | {k for k in cfg if config.is_ultralytics_key(k)}
