@@ -15,7 +15,7 @@ re-initialised), trains with val off (best = last) and predicts with conf 0.001.
   Out-of-fold mAP50 with intervals and paired differences against the habitual defaults.
 - ``main``: two models a team would try (320 px with mosaic; 256 px with the weather preset, no mosaic),
   the kfold run killed in the middle of training number ``--kill-at-training`` and run again (what it
-  redid), then out of fold, paired: multi-label NMS and TTA against plain prediction; and the test
+  redid), then out of fold, paired: multi-label NMS and TTA against single-label NMS; and the test
   images: each model's fold-merged predictions and the fusion scored on the held-out labels.
 """
 
@@ -168,12 +168,13 @@ def phase_main(args) -> None:
         "compute": summary["compute"]}
     print(json.dumps(result["resume"], indent=1), flush=True)
 
-    # prediction settings, paired out of fold: plain (what the experiment ran) vs multi-label vs TTA
-    variants = {"multi_label": ["--multi-label"], "tta": ["--tta"]}
+    # prediction settings, paired out of fold: single-label NMS (the experiment's predictions when the figures in
+    # BENCHMARKS.md were made, and what it runs with predict: {multi_label: false}) vs multi-label vs TTA
+    variants = {"multi_label": ["--multi-label"], "tta": ["--tta", "--no-multi-label"]}
     for m in models:
         name = m["name"]
-        files = [out / "oof" / f"{name}.json"]
-        for v, flags in variants.items():
+        files = [work / "variants" / f"{name}_single_label_oof.json"]
+        for v, flags in {"single_label": ["--no-multi-label"], **variants}.items():
             parts = []
             for f in range(3):
                 p = work / "variants" / f"{name}_{v}_fold{f}.json"
@@ -184,7 +185,8 @@ def phase_main(args) -> None:
                 parts.append(json.loads(p.read_text()))
             merged = work / "variants" / f"{name}_{v}_oof.json"
             merged.write_text(json.dumps([r for part in parts for r in part]))
-            files.append(merged)
+            if v != "single_label":
+                files.append(merged)
         result.setdefault("prediction_settings", {})[name] = brief(
             evaluate(out / "oof" / "gt.json", files, work / "variants" / f"{name}_metrics.json"))
         print(name, json.dumps(result["prediction_settings"][name]), flush=True)

@@ -5,11 +5,14 @@
 
 The training part of bench_kfold.py's split (TrashNet minus its 12% test hold-out), with seeded, disjoint
 corruptions of ``--share`` of the boxes each: the class swapped to another, the box deleted, the box
-shifted by half its size. One model (COCO YOLOv5n imported, the chosen short-run schedule) is trained on
-the corrupted labels in 3 folds by ``python -m coco2yolo.kfold``; its out-of-fold predictions go to the
+shifted by half its size. One model (COCO YOLOv5n imported, the default schedule) is trained on the
+corrupted labels in 3 folds by ``python -m coco2yolo.kfold``; its out-of-fold predictions go to the
 finder. For each kind of corruption: the share found in the top K issues (K = the number of corrupted
 boxes; a deleted box counts as found by a ``missing`` issue at IoU >= 0.5 with it), beside the same share
-for a random ranking of the same issues (mean of 200 shuffles), for several confidence thresholds.
+for a random ranking of the same issues (mean of 200 shuffles), for a grid of the two thresholds, with a
+95% bootstrap interval over images for the default's. Also each kind's own list (swapped boxes among the
+top ``wrong_class`` + ``bad_box`` + ``no_object`` issues, deleted ones among the top ``missing`` ones), and,
+where cleanlab is installed, the ROC AUC of its swap and bad-location scores beside the finder's.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import argparse
 import json
 import random
 import time
+from collections import Counter
 
 import numpy as np
 from bench_kfold import LEGACY, base_model, experiment, kfold, prepare
@@ -25,7 +29,7 @@ from common import OUT, record
 
 from coco2yolo.boxes import iou_xyxy, xywh_to_xyxy
 from coco2yolo.cocodata import load_dataset
-from coco2yolo.label_issues import find_issues
+from coco2yolo.label_issues import HIGH, KINDS, LOW, find_issues
 from coco2yolo.results import load_results
 
 
@@ -65,15 +69,120 @@ def found(issues: list[dict], truth: dict, k: int) -> dict[str, float]:
             "deleted": hit_deleted / len(truth["deleted"])}
 
 
+def auc(y: np.ndarray, score: np.ndarray) -> float:
+    """ROC AUC (Mann-Whitney), ties counted half."""
+    from scipy.stats import rankdata
+
+    r = rankdata(score)
+    n1, n0 = int(y.sum()), int((~y).sum())
+    return float((r[y].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+
+
+def shares(issues: list[dict], truth: dict, k: int, reps: int = 200) -> tuple[dict, dict]:
+    share = found(issues, truth, k)
+    rng = np.random.default_rng(0)
+    rand = {t: 0.0 for t in share}
+    for _ in range(reps):
+        for t, v in found([issues[j] for j in rng.permutation(len(issues))], truth, k).items():
+            rand[t] += v / reps
+    return share, rand
+
+
+def boot_found(issues: list[dict], truth: dict, k: int, images: list[int], reps: int = 300) -> list[float]:
+    """95% interval of the overall share found in the top k, resampling images (issues and corruptions)."""
+    rng = np.random.default_rng(1)
+    by_img: dict[int, list[dict]] = {}
+    for i in issues:
+        by_img.setdefault(i["image_id"], []).append(i)
+    id_img = {i["annotation_id"]: i["image_id"] for i in issues if i["annotation_id"] is not None}
+    out = []
+    for _ in range(reps):
+        pick = rng.choice(images, len(images))
+        mult = dict(zip(*np.unique(pick, return_counts=True)))
+        n_bad = (sum(mult.get(id_img.get(a), 0) for a in truth["swapped"] | truth["shifted"])
+                 + sum(mult.get(img, 0) for img, _ in truth["deleted"]))
+        hits = 0
+        top = sorted((i for i in issues if i["image_id"] in mult), key=lambda d: -d["score"])
+        # each picked copy of an image contributes its issues; expand then cut at the resampled k
+        expanded = sorted((i for i in top for _ in range(mult[i["image_id"]])), key=lambda d: -d["score"])[:k]
+        ids = Counter(i["annotation_id"] for i in expanded if i["annotation_id"] is not None)
+        hits += sum(v for a, v in ids.items() if a in truth["swapped"] or a in truth["shifted"])
+        miss = [i for i in expanded if i["kind"] == "missing"]
+        for img, box in truth["deleted"]:
+            cand = [i["bbox"] for i in miss if i["image_id"] == img]
+            if cand and iou_xyxy(xywh_to_xyxy(box), xywh_to_xyxy(cand)).max() >= 0.5:
+                hits += mult.get(img, 0)
+        out.append(hits / max(n_bad, 1))
+    return [float(np.percentile(out, 2.5)), float(np.percentile(out, 97.5))]
+
+
+def overall(share: dict, truth: dict) -> float:
+    n = {"swapped": len(truth["swapped"]), "shifted": len(truth["shifted"]), "deleted": len(truth["deleted"])}
+    return sum(share[t] * n[t] for t in n) / sum(n.values())
+
+
+def signal_aucs(gt: dict, dets, issues: list[dict], truth: dict) -> dict:
+    """ROC AUC of each annotation score against swapped / shifted annotations (the rest: correct ones)."""
+    ids = [a["id"] for a in gt["annotations"] if not a.get("iscrowd", 0)]
+    label = np.array(["sw" if i in truth["swapped"] else "sh" if i in truth["shifted"] else "ok" for i in ids])
+    mine = {i["annotation_id"]: i["score"] for i in issues if i["annotation_id"] is not None}
+    scores = {"finder": np.array([mine.get(i, 0.0) for i in ids])}
+    try:
+        import warnings
+
+        from cleanlab.object_detection import rank
+
+        from coco2yolo.cocodata import CategoryMap
+    except ImportError:
+        scores_note = "cleanlab not installed: its scores left out"
+    else:
+        scores_note = None
+        cmap = CategoryMap(gt["categories"])
+        images = sorted(im["id"] for im in gt["images"])
+        row = {iid: r for r, iid in enumerate(images)}
+        labels = [{"bboxes": [], "labels": [], "ids": []} for _ in images]
+        for a in gt["annotations"]:
+            if not a.get("iscrowd", 0):
+                lb = labels[row[a["image_id"]]]
+                lb["bboxes"].append(xywh_to_xyxy(a["bbox"])[0]); lb["labels"].append(cmap.class_of(a["category_id"]))
+                lb["ids"].append(a["id"])
+        lab = [{"bboxes": np.array(lb["bboxes"], float).reshape(-1, 4), "labels": np.array(lb["labels"], np.int64)}
+               for lb in labels]
+        preds = [[np.zeros((0, 5)) for _ in range(len(cmap))] for _ in images]
+        keep = dets.score >= 0.01
+        xyxy = xywh_to_xyxy(dets.xywh[keep])
+        groups: dict = {}
+        for k, (i, c) in enumerate(zip(dets.image_id[keep].tolist(), dets.category_id[keep].tolist())):
+            groups.setdefault((row[i], cmap.class_of(c)), []).append(k)
+        for (r, c), ks in groups.items():
+            preds[r][c] = np.c_[xyxy[ks], dets.score[keep][ks]]
+        for high, low in ((0.95, 0.5), (0.5, 0.25), (0.3, 0.1)):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                sw = rank.compute_swap_box_scores(labels=lab, predictions=preds, high_probability_threshold=high)
+                bl = rank.compute_badloc_box_scores(labels=lab, predictions=preds, low_probability_threshold=low)
+            by_id = {}
+            for r, lb in enumerate(labels):
+                for j, a in enumerate(lb["ids"]):
+                    by_id[a] = (sw[r][j], bl[r][j])
+            scores[f"cleanlab swap (high {high})"] = np.array([1 - np.nan_to_num(by_id[i][0], nan=1.0) for i in ids])
+            scores[f"cleanlab badloc (low {low})"] = np.array([1 - np.nan_to_num(by_id[i][1], nan=1.0) for i in ids])
+    out = {}
+    for name, sc in scores.items():
+        out[name] = {}
+        for kind, lab_ in (("swapped", "sw"), ("shifted", "sh")):
+            m = (label == lab_) | (label == "ok")
+            out[name][kind] = auc(label[m] == lab_, sc[m])
+    if scores_note:
+        out["note"] = scores_note
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--epochs", type=int, default=4)
     p.add_argument("--imgsz", type=int, default=320)
     p.add_argument("--share", type=float, default=0.05)
-    p.add_argument("--optimizer", default="AdamW")
-    p.add_argument("--lr0", type=float, default=0.002)
-    p.add_argument("--warmup-epochs", type=float, default=0.4)
-    p.add_argument("--close-mosaic", type=int, default=2)
     args = p.parse_args()
     work = OUT / "kfold_trashnet"
     train, _, _ = prepare(work)
@@ -81,12 +190,12 @@ def main() -> None:
     bad_path = work / "train_corrupted.json"
     bad_path.write_text(json.dumps(bad))
     out = work / "corrupted"
-    sched = {"optimizer": args.optimizer, "lr0": args.lr0, "warmup_epochs": args.warmup_epochs,
-             "close_mosaic": args.close_mosaic}
+    sched = {"optimizer": "SGD", "lr0": 0.01, "warmup_epochs": 3.0, "close_mosaic": 10}  # the defaults (bench_kfold)
     exp = experiment(work / "corrupted.yaml", bad_path, None, out,
                      [{"name": "v5n", **base_model(args.epochs, args.imgsz, **sched)}], {"conf": 0.001})
     t0 = time.time()
     kfold(exp)
+    train_seconds = time.time() - t0
     gt = load_dataset(out / "oof" / "gt.json")
     dets = load_results(out / "oof" / "v5n.json")
     kept = {a["id"] for a in gt["annotations"]}
@@ -94,29 +203,39 @@ def main() -> None:
     truth["shifted"] &= kept  # the converter's cleaning may have dropped a few
     k = len(truth["swapped"]) + len(truth["shifted"]) + len(truth["deleted"])
     rows = []
-    for high in (0.3, 0.5, 0.7, 0.95):
-        for low in (0.1, 0.25, 0.5):
-            if low >= high:
-                continue
+    t1 = time.time()
+    for high in (0.1, 0.25, 0.5):
+        for low in (0.05, 0.1, 0.25, 0.5):
             issues = find_issues(gt, dets, high, low)
-            share = found(issues, truth, k)
-            rng = np.random.default_rng(0)
-            rand = {t: 0.0 for t in share}
-            for _ in range(200):
-                shuffled = [issues[j] for j in rng.permutation(len(issues))]
-                for t, v in found(shuffled, truth, k).items():
-                    rand[t] += v / 200
+            share, rand = shares(issues, truth, k)
             rows.append({"high_conf": high, "low_conf": low, "issues": len(issues), "found_in_top_k": share,
-                         "random_ranking": rand, "kinds_in_top_k": {kind: sum(1 for i in issues[:k] if i["kind"] == kind)
-                                                                   for kind in ("wrong_class", "no_object", "missing",
-                                                                                "bad_box")}})
+                         "random_ranking": rand, "overall": overall(share, truth),
+                         "overall_random": overall(rand, truth),
+                         "kinds_in_top_k": {kind: sum(1 for i in issues[:k] if i["kind"] == kind) for kind in KINDS}})
             print(rows[-1], flush=True)
+    seconds_find = (time.time() - t1) / len(rows)
+    issues = find_issues(gt, dets, HIGH, LOW)
+    images = sorted(im["id"] for im in gt["images"])
+    default = {"high_conf": HIGH, "low_conf": LOW, "overall_interval": boot_found(issues, truth, k, images)}
+    ann_issues = [i for i in issues if i["kind"] != "missing"]
+    k_ann = len(truth["swapped"]) + len(truth["shifted"])
+    default["annotation_kinds_only"] = dict(zip(("found", "random"), shares(ann_issues, truth, k_ann)))
+    default["annotation_kinds_only"]["k"] = k_ann
+    miss = [i for i in issues if i["kind"] == "missing"]
+    default["missing_only"] = dict(zip(("found", "random"), shares(miss, truth, len(truth["deleted"]))))
+    default["missing_only"].update(k=len(truth["deleted"]), issues=len(miss))
+    top = {i["annotation_id"]: i["kind"] for i in issues[:k] if i["annotation_id"] is not None}
+    default["kind_given"] = {
+        "swapped": dict(Counter(v for a, v in top.items() if a in truth["swapped"])),
+        "shifted": dict(Counter(v for a, v in top.items() if a in truth["shifted"]))}
     record("label_issues", {
         "command": f"python bench/bench_label_issues.py --epochs {args.epochs} --imgsz {args.imgsz} --share {args.share}",
         "images": len(gt["images"]), "boxes_after_corruption": len(gt["annotations"]),
         "corrupted": {"swapped": len(truth["swapped"]), "shifted": len(truth["shifted"]),
-                      "deleted": len(truth["deleted"])}, "top_k": k, "seconds": time.time() - t0,
-        "out_of_fold_mAP50": json.loads((out / "summary.json").read_text())["models"][0]["mAP50"], "thresholds": rows})
+                      "deleted": len(truth["deleted"])}, "top_k": k, "seconds_train_and_predict": train_seconds,
+        "seconds_per_find": seconds_find,
+        "out_of_fold_mAP50": json.loads((out / "summary.json").read_text())["models"][0]["mAP50"], "default": default,
+        "roc_auc": signal_aucs(gt, dets, issues, truth), "thresholds": rows})
 
 
 if __name__ == "__main__":

@@ -111,7 +111,7 @@ def run(main: Callable[[argparse.Namespace], int | None], parser: argparse.Argum
     try:
         return int(main(args) or 0)
     except UserError as err:
-        print(f"{parser.prog}: error: {err}", file=sys.stderr)
+        print(f"{parser.prog}: error: {' '.join(str(err).split())}", file=sys.stderr)  # one line, always
         return EXIT_USER_ERROR
     except RecursionError:
         print(f"{parser.prog}: error: an input nests too deeply to be read", file=sys.stderr)

@@ -195,6 +195,8 @@ BAD = [
     ("train: t.json\nout: o\nconvert: {folds: 2}\nmodels: [{name: a}]\nfuse: {methods: [vote]}\n", "invalid choice"),
     ("train: t.json\nout: o\nconvert: {folds: 2}\nmodels: [{name: a}]\nbootstrap: -1\n", "bootstrap must be"),
     ("- just\n- a list\n", "must be a mapping"),
+    ("train: t.json\nout: o\nconvert: {folds: 9223372036854775808}\nmodels: [{name: a}]\n", "allowed: 2 to 100"),
+    ("train: t\x18.json\n", "special characters are not allowed (character 0x0018 at position 8)"),
 ]
 
 

@@ -99,3 +99,46 @@ def test_bad_predictions_are_one_line(tmp_path, capsys, preds, match):
                            capsys)
     assert code == 2 and match in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "i.json").exists()
+
+
+def test_scores_follow_the_documented_formula():
+    """One image, three annotations of class 0 and predictions placed to give known confirm/other/near values;
+    a fourth prediction over nothing is a missing box, a fifth below --high-conf is not."""
+    from coco2yolo.results import Detections
+
+    gt = {"images": [{"id": 1, "file_name": "a.jpg", "width": 400, "height": 400}],
+          "categories": [{"id": 0, "name": "a"}, {"id": 1, "name": "b"}],
+          "annotations": [{"id": 10, "image_id": 1, "category_id": 0, "bbox": [0, 0, 100, 100], "iscrowd": 0},
+                          {"id": 11, "image_id": 1, "category_id": 0, "bbox": [200, 0, 100, 100], "iscrowd": 0},
+                          {"id": 12, "image_id": 1, "category_id": 0, "bbox": [0, 200, 100, 100], "iscrowd": 0}]}
+    rows = [(0, [0, 0, 100, 100], 0.8),     # ann 10 confirmed at 0.8 ...
+            (1, [0, 0, 100, 100], 0.6),     # ... and another class sits on it at 0.6
+            (0, [250, 0, 100, 100], 0.7),   # ann 11: its class at IoU 1/3, no confirmation
+            (0, [300, 300, 60, 60], 0.9),   # over nothing: missing
+            (1, [300, 200, 50, 50], 0.2)]   # over nothing but below --high-conf 0.25
+    dets = Detections(np.full(len(rows), 1, np.int64), np.array([r[0] for r in rows], np.int64),
+                      np.array([r[1] for r in rows], float), np.array([r[2] for r in rows], float))
+    issues = {(i["kind"], i["annotation_id"]): i for i in li.find_issues(gt, dets, high=0.25, low=0.25)}
+    assert issues[("wrong_class", 10)]["score"] == pytest.approx(0.2 * (0.9 + 0.1 * 0.6))
+    assert issues[("wrong_class", 10)]["suggested_category_id"] == 1
+    assert issues[("bad_box", 11)]["score"] == pytest.approx(1.0 * (0.9 + 0.1 * 0.7))
+    assert issues[("no_object", 12)]["score"] == pytest.approx(0.9)
+    missing = [i for i in issues.values() if i["kind"] == "missing"]
+    assert len(missing) == 1 and missing[0]["score"] == pytest.approx(0.9)
+    assert missing[0]["bbox"] == [300.0, 300.0, 60.0, 60.0]
+    assert list(li.find_issues(gt, dets, high=0.25, low=0.25)[0].values())[0] == "bad_box"  # ranked first
+    # with --low-conf above the other explanations, ann 11 has no explanation left: no_object
+    relabelled = {(i["kind"], i["annotation_id"]) for i in li.find_issues(gt, dets, high=0.25, low=0.75)}
+    assert ("no_object", 11) in relabelled and ("no_object", 10) in relabelled
+
+
+def test_kinds_keeps_only_the_chosen_kinds(tmp_path, capsys):
+    gt, preds, _ = _planted(tmp_path)
+    code, _, err = run_cli(li.main, li.get_args_parser(), ["--gt", gt, "--preds", preds, "--out",
+                                                            tmp_path / "m.json", "--kinds", "missing"], capsys)
+    assert code == 0, err
+    issues = json.loads((tmp_path / "m.json").read_text())
+    assert issues and {i["kind"] for i in issues} == {"missing"}
+    code, _, err = run_cli(li.main, li.get_args_parser(), ["--gt", gt, "--preds", preds, "--out",
+                                                            tmp_path / "x.json", "--kinds", "typo"], capsys)
+    assert code == 2 and "invalid choice" in err and len(err.strip().splitlines()) == 1

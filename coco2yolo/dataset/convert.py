@@ -36,7 +36,7 @@ from coco2yolo.boxes import xywh_to_yolo
 from coco2yolo.dataset.clean import RULES, CleanConfig, clean_dataset, summary_line
 from coco2yolo.cocodata import CategoryMap, has_control_chars, load_dataset, out_of_image
 from coco2yolo.errors import UserError
-from coco2yolo.fileio import atomic_dir, guard_outputs, write_json, write_text
+from coco2yolo.fileio import atomic_dir, guard_outputs, real_paths, write_json, write_text
 from coco2yolo.images import file_problem
 from coco2yolo.dataset.split import assign_folds, class_count_matrix, split_shares, split_table
 
@@ -314,7 +314,9 @@ def _write_yolo_files(tmp: Path, data: dict[str, Any], anns_of: dict[int, list[d
     made: set[str] = set()
     lines_of = all_label_lines(data, anns_of, cmap)
     base, src_root = str(tmp), str(root.absolute())
-    for im in sorted(data["images"], key=lambda im: im["id"]):
+    images = sorted(data["images"], key=lambda im: im["id"])
+    real = real_paths(os.path.join(src_root, im["file_name"]) for im in images)  # the photos, not links to them
+    for im, src in zip(images, real):
         split = split_of[im["id"]]
         rel_s = str(_unique(dataset_relpath(im["file_name"], im["id"]), im["id"], used))
         dst = os.path.join(base, "images", split, rel_s)
@@ -323,7 +325,6 @@ def _write_yolo_files(tmp: Path, data: dict[str, Any], anns_of: dict[int, list[d
             if d not in made:
                 os.makedirs(d, exist_ok=True)
                 made.add(d)
-        src = os.path.realpath(os.path.join(src_root, im["file_name"]))  # the photo itself, not a link to it
         if opts.copy:
             shutil.copy2(src, dst)
         else:

@@ -125,6 +125,9 @@ def _section(doc: dict[str, Any], key: str, parser, managed: set[str], source: s
     return args, cli.parse_or_raise(parser, [*around[0], *args, *around[1]], f"{source}: {key}")
 
 
+MAX_FOLDS = 100
+
+
 def _convert(doc: dict[str, Any], source: str) -> tuple[list[str], int]:
     from coco2yolo.dataset import convert
 
@@ -132,6 +135,8 @@ def _convert(doc: dict[str, Any], source: str) -> tuple[list[str], int]:
         raise UserError(f"{source}: convert.folds is required (the number of folds K, at least 2)")
     args, ns = _section(doc, "convert", convert.get_args_parser(), CONVERT_MANAGED, source,
                         (["x.json", "--out", "x"], ["--fold", "0"]))
+    if ns.folds > MAX_FOLDS:  # every fold trains every model: a plan this long is a typo, not an experiment
+        raise UserError(f"{source}: convert.folds is {ns.folds}; allowed: 2 to {MAX_FOLDS}")
     return args, ns.folds
 
 

@@ -46,7 +46,12 @@ def load_yaml_mapping(path: str | Path, what: str) -> dict[str, Any]:
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
-        raise UserError(f"{what} {path} is not valid YAML{where}: {getattr(err, 'problem', err)}") from None
+        why = getattr(err, "problem", None) or getattr(err, "reason", None) or str(err)
+        char = getattr(err, "character", None)
+        if char is not None:  # a reader error: a character YAML does not allow (an int, or bytes)
+            shown = f"{char:#06x}" if isinstance(char, int) else repr(char)
+            why = f"{why} (character {shown} at position {getattr(err, 'position', '?')})"
+        raise UserError(f"{what} {path} is not valid YAML{where}: {' '.join(str(why).split())}") from None
     if obj is None:
         return {}
     if not isinstance(obj, dict):
