@@ -12,7 +12,8 @@ boxes; a deleted box counts as found by a ``missing`` issue at IoU >= 0.5 with i
 for a random ranking of the same issues (mean of 200 shuffles), for a grid of the two thresholds, with a
 95% bootstrap interval over images for the default's. Also each kind's own list (swapped boxes among the
 top ``wrong_class`` + ``bad_box`` + ``no_object`` issues, deleted ones among the top ``missing`` ones), and,
-where cleanlab is installed, the ROC AUC of its swap and bad-location scores beside the finder's.
+where cleanlab is installed, the ROC AUC of its swap and bad-location scores beside the finder's; and
+how far a prediction must stay from every annotation to be a ``missing`` box (IoU 0.05 to 0.5).
 """
 
 from __future__ import annotations
@@ -27,9 +28,10 @@ import numpy as np
 from bench_kfold import LEGACY, base_model, experiment, kfold, prepare
 from common import OUT, record
 
+from coco2yolo import label_issues
 from coco2yolo.boxes import iou_xyxy, xywh_to_xyxy
 from coco2yolo.cocodata import load_dataset
-from coco2yolo.label_issues import HIGH, KINDS, LOW, find_issues
+from coco2yolo.label_issues import FREE_IOU, HIGH, KINDS, LOW, find_issues
 from coco2yolo.results import load_results
 
 
@@ -208,7 +210,11 @@ def main() -> None:
         for low in (0.05, 0.1, 0.25, 0.5):
             issues = find_issues(gt, dets, high, low)
             share, rand = shares(issues, truth, k)
+            miss = [i for i in issues if i["kind"] == "missing"]
             rows.append({"high_conf": high, "low_conf": low, "issues": len(issues), "found_in_top_k": share,
+                         "missing_only": {"issues": len(miss),
+                                          "deleted_in_top": found(miss, truth, len(truth["deleted"]))["deleted"],
+                                          "deleted_in_all": found(miss, truth, len(miss))["deleted"]},
                          "random_ranking": rand, "overall": overall(share, truth),
                          "overall_random": overall(rand, truth),
                          "kinds_in_top_k": {kind: sum(1 for i in issues[:k] if i["kind"] == kind) for kind in KINDS}})
@@ -224,6 +230,15 @@ def main() -> None:
     miss = [i for i in issues if i["kind"] == "missing"]
     default["missing_only"] = dict(zip(("found", "random"), shares(miss, truth, len(truth["deleted"]))))
     default["missing_only"].update(k=len(truth["deleted"]), issues=len(miss))
+    sweep = []  # how far a prediction must stay from every annotation to be a missing box
+    for free in (0.05, 0.1, 0.2, 0.3, 0.5):
+        label_issues.FREE_IOU = free
+        m = [i for i in find_issues(gt, dets, HIGH, LOW) if i["kind"] == "missing"]
+        f, r = shares(m, truth, len(truth["deleted"]))
+        sweep.append({"free_iou": free, "issues": len(m), "deleted_in_top": f["deleted"], "random": r["deleted"],
+                      "deleted_in_all": found(m, truth, len(m))["deleted"]})
+    label_issues.FREE_IOU = FREE_IOU
+    default["missing_free_iou_sweep"] = sweep
     top = {i["annotation_id"]: i["kind"] for i in issues[:k] if i["annotation_id"] is not None}
     default["kind_given"] = {
         "swapped": dict(Counter(v for a, v in top.items() if a in truth["swapped"])),

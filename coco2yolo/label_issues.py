@@ -16,7 +16,7 @@ confirms it, with the evidence for another explanation breaking ties. Its kind i
 ``wrong_class`` when ``other`` is the larger (``suggested_category_id`` is that prediction's class),
 ``bad_box`` when ``near`` is, ``no_object`` when neither reaches ``--low-conf``. A fourth kind has no
 annotation: ``missing``, a prediction scored ``--high-conf`` or more that overlaps no annotation of any class
-at IoU >= 0.3 (one per object: the best of overlapping ones); its score is the prediction's score.
+at IoU >= 0.1 (one per object: the best of overlapping ones); its score is the prediction's score.
 
 cleanlab's object-detection scores were tried first and measured near chance with YOLO models trained
 briefly on TrashNet (ROC AUC 0.49 to 0.62 against the corruptions they target, beside 0.78 and 0.82 for this
@@ -43,9 +43,10 @@ from coco2yolo.results import Detections, load_results
 
 KINDS = ("wrong_class", "no_object", "missing", "bad_box")
 ISSUES_FORMAT = "coco2yolo-label-issues/1"
-HIGH, LOW = 0.25, 0.25  # prediction scores: a missing box's, another explanation's (chosen on TrashNet, BENCHMARKS.md)
+HIGH, LOW = 0.1, 0.25  # prediction scores: a missing box's, another explanation's (chosen on TrashNet, BENCHMARKS.md)
 IOU = 0.5  # a prediction at this IoU or more confirms (or contradicts) an annotation
-NEAR_IOU, FREE_IOU = 0.1, 0.3  # a badly placed box's overlap floor; a missing box overlaps no annotation this much
+NEAR_IOU = 0.1  # a prediction of the class overlapping an annotation this much (below IOU) is a badly placed box
+FREE_IOU = 0.1  # a prediction overlapping no annotation this much is a missing box (chosen on TrashNet, BENCHMARKS.md)
 
 
 def _best(score: np.ndarray, mask: np.ndarray) -> tuple[float, int]:
