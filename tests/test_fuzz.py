@@ -75,16 +75,31 @@ def test_convert_reader(base, tmp_path_factory, capsys, seed):
     assert _tree_digest(work / "ds") == before
 
 
-@FUZZ
-@given(seed=SEEDS, which=st.sampled_from(["gt", "preds"]))
-def test_evaluate_readers(base, tmp_path_factory, capsys, seed, which):
-    work = tmp_path_factory.mktemp("ev")
+def _gt_and_preds(base, work, seed, which):
+    """The ground truth and predictions files, one of them (``which``) mutated; and the folder's digest."""
     rng = random.Random(seed)
     gt = _write(work, "gt.json", mutated(base["gt"], rng) if which == "gt" else json.dumps(base["gt"]).encode())
     pr = _write(work, "p.json", mutated(base["preds"], rng) if which == "preds" else json.dumps(base["preds"]).encode())
-    before = _tree_digest(work)
-    code, _, err = run_cli(evaluation.main, evaluation.get_args_parser(),
-                           ["--gt", gt, pr, "--bootstrap", "5", "--json", work / "out" / "m.json"], capsys)
+    return gt, pr, _tree_digest(work)
+
+
+def _gt_and_preds_argv(command, gt, pr, work):
+    if command == "evaluate":
+        return evaluation, ["--gt", gt, pr, "--bootstrap", "5", "--json", work / "out" / "m.json"]
+    from coco2yolo import label_issues
+
+    return label_issues, ["--gt", gt, "--preds", pr, "--out", work / "out" / "i.json"]
+
+
+@FUZZ
+@pytest.mark.parametrize("command", ["evaluate", "label_issues"])
+@given(seed=SEEDS, which=st.sampled_from(["gt", "preds"]))
+def test_gt_and_predictions_readers(base, tmp_path_factory, capsys, command, seed, which):
+    """evaluate.py and label_issues: the ground truth or the predictions mutated."""
+    work = tmp_path_factory.mktemp(command)
+    gt, pr, before = _gt_and_preds(base, work, seed, which)
+    module, argv = _gt_and_preds_argv(command, gt, pr, work)
+    code, _, err = run_cli(module.main, module.get_args_parser(), argv, capsys)
     _check(code, err)
     assert {k: v for k, v in _tree_digest(work).items() if not k.startswith("out")} == before
 
@@ -200,22 +215,6 @@ def test_user_error_is_the_only_exception_a_reader_raises():
             parse_results(json.loads(text), "x")
         except (UserError, ValueError, RecursionError):
             pass
-
-
-@FUZZ
-@given(seed=SEEDS, which=st.sampled_from(["gt", "preds"]))
-def test_label_issues_readers(base, tmp_path_factory, capsys, seed, which):
-    from coco2yolo import label_issues
-
-    work = tmp_path_factory.mktemp("li")
-    rng = random.Random(seed)
-    gt = _write(work, "gt.json", mutated(base["gt"], rng) if which == "gt" else json.dumps(base["gt"]).encode())
-    pr = _write(work, "p.json", mutated(base["preds"], rng) if which == "preds" else json.dumps(base["preds"]).encode())
-    before = _tree_digest(work)
-    code, _, err = run_cli(label_issues.main, label_issues.get_args_parser(),
-                           ["--gt", gt, "--preds", pr, "--out", work / "out" / "i.json"], capsys)
-    _check(code, err)
-    assert {k: v for k, v in _tree_digest(work).items() if not k.startswith("out")} == before
 
 
 @FUZZ
