@@ -42,7 +42,6 @@ from coco2yolo.fileio import guard_outputs, write_json, write_text
 from coco2yolo.results import Detections, load_results
 
 KINDS = ("wrong_class", "no_object", "missing", "bad_box")
-ISSUES_FORMAT = "coco2yolo-label-issues/1"
 HIGH, LOW = 0.1, 0.25  # prediction scores: a missing box's, another explanation's (chosen on TrashNet, BENCHMARKS.md)
 IOU = 0.5  # a prediction at this IoU or more confirms (or contradicts) an annotation
 NEAR_IOU = 0.1  # a prediction of the class overlapping an annotation this much (below IOU) is a badly placed box
