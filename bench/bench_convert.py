@@ -42,8 +42,8 @@ def main() -> None:
     import cv2
     import numpy as np
 
-    one = work / "one.jpg"  # a real (tiny) JPEG, hard-linked: the converter checks every image file
-    cv2.imwrite(str(one), np.zeros((8, 8, 3), np.uint8))
+    one = work / "one.jpg"  # a real JPEG of the photos' size (1024 px, uniform: small), hard-linked: the converter checks every photo
+    cv2.imwrite(str(one), np.zeros((1024, 1024, 3), np.uint8))
     for im in data["images"]:
         f = work / "img" / im["file_name"]
         f.parent.mkdir(parents=True, exist_ok=True)

@@ -22,7 +22,8 @@ from common import SHARED, need, record
 from coco2yolo import ultra
 from coco2yolo import inference as predict
 from coco2yolo.cocodata import CategoryMap
-from coco2yolo.training.legacy import import_legacy, save_ultralytics_checkpoint
+from coco2yolo.checkpoint import read_checkpoint, save_ultralytics_checkpoint
+from coco2yolo.checkpoint.legacy import import_legacy
 from coco2yolo.sidecar import write_sidecar
 
 
@@ -43,7 +44,7 @@ def main() -> None:
     (work / "images.json").write_text(json.dumps({"images": images, "categories": data["categories"]}))
     (work / "train").symlink_to(trash.parent / "train")
     cmap = CategoryMap(data["categories"])
-    model, _ = import_legacy(need(SHARED / "weights" / "yolov5n.pt"), len(cmap), cmap.names)
+    model, _ = import_legacy(read_checkpoint(need(SHARED / "weights" / "yolov5n.pt")), len(cmap), cmap.names)
     weights = save_ultralytics_checkpoint(model, work / "yolov5n_trashnet.pt")
     write_sidecar(weights, cmap, 640)
     files = [str((work / im["file_name"]).absolute()) for im in images]

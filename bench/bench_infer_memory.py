@@ -70,13 +70,14 @@ def main() -> None:
 
     ultra.setup()
     from coco2yolo.cocodata import CategoryMap
-    from coco2yolo.training.legacy import import_legacy, save_ultralytics_checkpoint
+    from coco2yolo.checkpoint import read_checkpoint, save_ultralytics_checkpoint
+    from coco2yolo.checkpoint.legacy import import_legacy
     from coco2yolo.sidecar import write_sidecar
 
     work = Path(tempfile.mkdtemp(prefix="bench_mem_"))
     data = json.loads(trash.read_text())
     cmap = CategoryMap(data["categories"])
-    model, _ = import_legacy(need(SHARED / "weights" / "yolov5n.pt"), len(cmap), cmap.names)
+    model, _ = import_legacy(read_checkpoint(need(SHARED / "weights" / "yolov5n.pt")), len(cmap), cmap.names)
     weights = save_ultralytics_checkpoint(model, work / "yolov5n_trashnet.pt")
     write_sidecar(weights, cmap, args.imgsz)
     photos = sorted((trash.parent / "train").glob("*.jpg"))

@@ -30,6 +30,8 @@ from pathlib import Path
 
 from common import ROOT, record
 
+sys.path.insert(0, str(ROOT / "bench"))
+
 sys.path.insert(0, str(ROOT / "tests"))
 
 from fuzzing import mutated  # noqa: E402
@@ -227,10 +229,39 @@ def kills(n: int, seed: int, work: Path) -> dict:
     return res
 
 
+def hostile_families(n: int, seed: int, work: Path, weights: Path | None) -> dict:
+    """Issue 16's families (bench/hostile.py): checkpoints, links and pipes, photos, CSV numbers."""
+    import hostile
+
+    out: dict = {}
+    (work / "h").mkdir()
+    images = {"images": [{"id": i, "file_name": f"train/{i}.jpg", "width": 64, "height": 64} for i in range(3)],
+              "categories": [{"id": k, "name": str(k)} for k in range(10)]}
+    (work / "h" / "images.json").write_text(json.dumps(images))
+    if weights is not None:
+        import cv2
+        import numpy as np
+
+        for i in range(3):
+            (work / "h" / "train").mkdir(exist_ok=True)
+            cv2.imwrite(str(work / "h" / "train" / f"{i}.jpg"), np.full((64, 64, 3), 50 * i, np.uint8))
+        side = work / "h" / "side.json"
+        shutil.copy(weights.with_suffix(".json"), side)
+        out["checkpoints (infer.py --weights)"] = hostile.checkpoints(weights, side, n, seed, work / "h")
+        print(out, flush=True)
+        out["links and named pipes"] = hostile.links_and_pipes(weights, work, max(5, n // 10), seed)
+        print(out, flush=True)
+    out["photos (convert --clean)"] = hostile.photos(max(10, n // 5), seed, work)
+    out["submission numbers"] = hostile.csv_numbers(n, seed, work / "h", work / "h" / "images.json")
+    print(out, flush=True)
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--fuzz", type=int, default=300)
     p.add_argument("--kills", type=int, default=60)
+    p.add_argument("--hostile", type=int, default=300, help="cases per family of issue 16 (0: none)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--weights", default=None, help="weights with a sidecar, for the infer and sidecar readers")
     args = p.parse_args()
@@ -240,8 +271,9 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench_rel_"))
     t0 = time.time()
     weights = Path(args.weights) if args.weights else None
-    result = {"command": f"python bench/bench_reliability.py --fuzz {args.fuzz} --kills {args.kills} --seed {args.seed}"
-                         + (f" --weights {args.weights}" if args.weights else ""),
+    result = {"command": f"python bench/bench_reliability.py --fuzz {args.fuzz} --kills {args.kills} "
+                         f"--hostile {args.hostile} --seed {args.seed}" + (f" --weights {args.weights}" if args.weights else ""),
+              "hostile": hostile_families(args.hostile, args.seed, work, weights) if args.hostile else {},
               "fuzz": fuzz(args.fuzz, args.seed, work, weights), "kills": kills(args.kills, args.seed, work)}
     result["seconds"] = round(time.time() - t0)
     shutil.rmtree(work, ignore_errors=True)

@@ -20,6 +20,18 @@ from collections.abc import Callable, Sequence
 from coco2yolo.errors import UserError
 
 EXIT_USER_ERROR = 2
+EXIT_FAILURE = 1
+
+
+def os_error_line(err: OSError) -> str:
+    """One line for an OSError: what failed and on which file ('no space left on device: /runs/x.pt')."""
+    import errno
+
+    what = {errno.ENOSPC: "the disk is full (no space left on device)", errno.EROFS: "read-only file system",
+            errno.EDQUOT: "disk quota exceeded", errno.EFBIG: "file too large for this file system or limit",
+            errno.EACCES: "permission denied"}.get(err.errno or -1, err.strerror or type(err).__name__)
+    where = err.filename if err.filename is not None else ""
+    return f"{what}: {where}" if where else what
 
 
 def closest(word: str, choices: Sequence[str]) -> str:
@@ -119,6 +131,10 @@ def run(main: Callable[[argparse.Namespace], int | None], parser: argparse.Argum
     except BrokenPipeError:
         _quiet_broken_pipe()
         return 141  # 128 + SIGPIPE, as a shell reports it
+    except OSError as err:  # the machine, not the input: a full disk, a read-only folder, a lost mount
+        print(f"{parser.prog}: error: {os_error_line(err)}; outputs are written whole or not at all, so nothing "
+              "half-written was left", file=sys.stderr)
+        return EXIT_FAILURE
     except KeyboardInterrupt as err:
         what = "terminated" if isinstance(err, Terminated) else "interrupted"
         print(f"{parser.prog}: {what}; no partial output was left behind", file=sys.stderr)
@@ -135,7 +151,8 @@ def deprecated_alias(parser: argparse.ArgumentParser, old: str, new: str, **kwar
             print(f"{p.prog}: note: {old} is deprecated; use {new}", file=sys.stderr)
             setattr(namespace, self.dest, values)
 
-    parser.add_argument(old, dest=new.lstrip("-").replace("-", "_"), action=Deprecated,
+    dest = next((a.dest for a in parser._actions if new in a.option_strings), new.lstrip("-").replace("-", "_"))
+    parser.add_argument(old, dest=dest, action=Deprecated,  # the new flag's own destination: same effect
                         default=argparse.SUPPRESS, help=f"deprecated spelling of {new}", **kwargs)
 
 

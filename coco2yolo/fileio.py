@@ -65,11 +65,72 @@ def nesting_limit(levels: int = MAX_JSON_DEPTH) -> Iterator[None]:
         sys.setrecursionlimit(old)
 
 
+def _kind(mode: int) -> str:
+    import stat
+
+    for test, name in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a named pipe"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def not_regular(path: str | os.PathLike) -> str | None:
+    """What ``path`` is when it exists but is not a regular file ('a named pipe', 'a folder', ...), else None.
+    Links are followed (a link to a photo is a photo)."""
+    import stat
+
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    return None if stat.S_ISREG(mode) else _kind(mode)
+
+
+def require_file(path: str | os.PathLike, what: str) -> Path:
+    """``path`` if it is a regular file (links followed); else one line: not found, or what it is instead."""
+    kind = not_regular(path)
+    if kind is not None:
+        raise UserError(f"{what} {path} is {kind}, not a regular file")
+    if not os.path.isfile(path):
+        raise UserError(f"{what} not found: {path}")
+    return Path(path)
+
+
+def open_regular(path: str | os.PathLike, what: str = "file", mode: str = "rb", **kwargs: Any) -> Any:
+    """Open a regular file for reading. A named pipe, a device, a socket or a folder is refused with one line
+    (opening a pipe would wait for a writer for ever, a device could be read for ever); OSError otherwise."""
+    import fcntl
+    import stat
+
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise UserError(f"{what} {path} is {_kind(st.st_mode)}, not a regular file")
+        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
+        return os.fdopen(fd, mode, **kwargs)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_bytes(path: str | os.PathLike, what: str = "file") -> bytes:
+    """A regular file's bytes (see :func:`open_regular`)."""
+    with open_regular(path, what) as fh:
+        return fh.read()
+
+
+def read_text(path: str | os.PathLike, what: str = "file") -> str:
+    """A regular file's UTF-8 text (see :func:`open_regular`); UnicodeDecodeError on other bytes."""
+    return read_bytes(path, what).decode("utf-8")
+
+
 def load_json(path: str | os.PathLike, what: str = "JSON file") -> Any:
     """Load ``path``; a missing, unreadable, malformed or absurdly nested file raises UserError naming it."""
     path = Path(path)
     try:
-        with open(path, "rb") as fh, nesting_limit():
+        with open_regular(path, what) as fh, nesting_limit():
             return json.load(fh)
     except FileNotFoundError:
         raise UserError(f"{what} not found: {path}") from None
@@ -145,6 +206,12 @@ def guard_outputs(outputs: Mapping[str, str | os.PathLike | None],
             if flag in folders and ri.startswith(ro.rstrip(os.sep) + os.sep):
                 raise UserError(f"{flag} {out} contains the input {label} {shown}; choose a folder that holds "
                                 "no input")
+
+
+def through_link(path: str | os.PathLike) -> Path:
+    """``path``, or where it points when it is a symbolic link (an output named by a link is written there)."""
+    p = Path(path)
+    return Path(os.path.realpath(p)) if p.is_symlink() else p
 
 
 def check_output_file(path: str | os.PathLike, flag: str = "output") -> Path:
@@ -245,9 +312,10 @@ def remove_stale(parent: Path, name: str, once: bool = True) -> int:
 def atomic_paths(paths: Iterable[str | os.PathLike]) -> Iterator[list[Path]]:
     """Yield temporary paths beside ``paths``; on success rename them all into place, else remove them.
 
-    Every target is checked (not a folder, parent writable) before anything is written.
+    Every target is checked (not a folder, parent writable) before anything is written. A target that is a
+    symbolic link is written through: the file it points to is replaced, the link stays.
     """
-    targets = [check_output_file(p) for p in paths]
+    targets = [check_output_file(through_link(p)) for p in paths]
     tmps: list[Path] = []
     try:
         for path in targets:
@@ -372,15 +440,50 @@ def _recover(path: Path) -> None:
             return
 
 
+MANIFEST_FORMAT = "coco2yolo-manifest/1"
+
+
+def _listing(folder: Path) -> list[str]:
+    """Every file and link under ``folder`` (not descending into links), relative, sorted."""
+    out = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        rel = os.path.relpath(dirpath, folder)
+        for name in filenames + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]:
+            out.append(name if rel == "." else f"{rel}/{name}")
+    return sorted(out)
+
+
+def _derived(rel: str, stems: set[str]) -> bool:
+    """A file Ultralytics derives from the folder's own files: a label cache (``labels/train.cache``) or an
+    image cache (``--cache disk``: ``x.npy`` beside the image ``x.jpg``; ``stems``: written paths less suffix)."""
+    return rel.endswith(".cache") or (rel.endswith(".npy") and rel[:-4] in stems)
+
+
+def foreign_files(path: Path, marker: str) -> list[str]:
+    """Files in a folder this project wrote that it did not write (the marker's manifest says which it did);
+    a marker without a manifest (an older version) lists nothing, so nothing is called foreign."""
+    try:
+        doc = json.loads((path / marker).read_text(encoding="utf-8") or "{}")
+    except (OSError, ValueError):
+        doc = {}
+    if not isinstance(doc, dict) or doc.get("format") != MANIFEST_FORMAT or not isinstance(doc.get("files"), list):
+        return []
+    written = set(doc["files"]) | {marker}
+    stems = {os.path.splitext(w)[0] for w in written}
+    return [f for f in _listing(path) if f not in written and not _derived(f, stems)]
+
+
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike, marker: str) -> Iterator[Path]:
     """Build a folder under a temporary name and swap it in place of ``path`` on success.
 
-    ``marker`` is a file name that identifies folders this project wrote; an existing ``path``
-    that is non-empty and lacks it is never deleted (UserError instead). Concurrent writers to one
-    ``path`` are refused; leftovers of killed runs are recovered or removed.
+    ``marker`` is a file that identifies folders this project wrote and lists what it wrote (a manifest):
+    an existing ``path`` that is non-empty and lacks it, or holds files the manifest does not list (other
+    than Ultralytics' caches), is never replaced (UserError naming them). ``path`` given as a symbolic link
+    is replaced where it points (the link stays). Concurrent writers to one ``path`` are refused;
+    leftovers of killed runs are recovered or removed.
     """
-    path = Path(path).absolute()
+    path = through_link(Path(path).absolute())
     check_output_folder(path)
     with output_lock(path):
         _recover(path)
@@ -391,11 +494,16 @@ def atomic_dir(path: str | os.PathLike, marker: str) -> Iterator[Path]:
             if any(path.iterdir()) and not (path / marker).exists():
                 raise UserError(f"refusing to replace {path}: it is not empty and was not written by "
                                 f"this tool (no {marker}); choose another --out")
+            foreign = foreign_files(path, marker)
+            if foreign:
+                raise UserError(f"refusing to replace {path}: it holds {len(foreign)} file(s) this tool did not write "
+                                f"(first: {', '.join(foreign[:3])}); move them out, or choose another --out")
         tmp = Path(tempfile.mkdtemp(prefix=_prefix(path.name), suffix=".part", dir=path.parent))
         try:
             os.chmod(tmp, DIR_MODE)
             yield tmp
-            (tmp / marker).touch()
+            manifest = {"format": MANIFEST_FORMAT, "files": _listing(tmp)}
+            (tmp / marker).write_text(json.dumps(manifest) + "\n", encoding="utf-8")
             if not path.exists():
                 os.replace(tmp, path)
             elif not _exchange(tmp, path):  # fallback: two renames; a kill between them is undone by _recover
@@ -407,6 +515,40 @@ def atomic_dir(path: str | os.PathLike, marker: str) -> Iterator[Path]:
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_inside(root: str | os.PathLike, rel: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``root/rel`` atomically, creating folders, following no link below ``root``.
+
+    Each folder is opened relative to the one above it with ``O_NOFOLLOW`` and the file is renamed into
+    place inside the last one, so a link planted inside ``root`` (``root/sub -> elsewhere``) cannot send the
+    write outside: OSError (ELOOP, ENOTDIR) instead. ``root`` itself may be a link (the user named it).
+    """
+    parts = Path(rel).parts
+    if not parts or any(p in ("", ".", "..") for p in parts) or Path(rel).is_absolute():
+        raise ValueError(f"not a relative path inside the folder: {rel}")
+    flags = os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0)
+    dfd = os.open(root, flags)
+    try:
+        for part in parts[:-1]:
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(part, 0o777, dir_fd=dfd)
+            nfd = os.open(part, flags | os.O_NOFOLLOW, dir_fd=dfd)
+            os.close(dfd)
+            dfd = nfd
+        name = parts[-1]
+        tmp = f"{_prefix(name)}{os.urandom(4).hex()}.part"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, FILE_MODE, dir_fd=dfd)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            os.replace(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)  # replaces a link at ``name``, never follows it
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp, dir_fd=dfd)
+            raise
+    finally:
+        os.close(dfd)
 
 
 def make_dirs(path: str | os.PathLike) -> Path:

@@ -35,8 +35,8 @@ from coco2yolo import cli, ultra
 from coco2yolo.cocodata import CategoryMap, load_dataset
 from coco2yolo.dataset.convert import IMG_SUFFIXES, dataset_relpath
 from coco2yolo.errors import UserError
-from coco2yolo.fileio import atomic_path, atomic_paths, dumps_json, guard_outputs
-from coco2yolo.images import file_problem, read_image
+from coco2yolo.fileio import atomic_paths, dumps_json, guard_outputs, make_dirs, require_file, write_inside
+from coco2yolo.images import MAX_PIXELS, file_problem, read_image
 from coco2yolo.submission import prediction_string
 from coco2yolo.sidecar import resolve_sidecar
 
@@ -135,11 +135,19 @@ def _save_vis(folder: Path, image: dict[str, Any], img: np.ndarray, cmap: Catego
     keep = scores >= vis_conf
     vis = draw(img, xyxy[keep], [cmap.name_of(c) for c in cat_ids[keep].tolist()], scores[keep])
     ok, buf = cv2.imencode(".jpg", vis)
-    with atomic_path(folder / vis_relpath(image)) as tmp:
-        tmp.write_bytes(buf.tobytes())
+    write_inside(folder, vis_relpath(image), buf.tobytes())  # follows no link planted inside the folder
 
 
-def decoded_batches(items: list[tuple[dict[str, Any], str]], batch: int, prefetch: bool = False
+def _why_not_written(err: OSError) -> str:
+    import errno
+
+    if err.errno in (errno.ELOOP, errno.ENOTDIR):
+        return "a link or a file inside --save-vis is in the way (drawings never follow links out of the folder)"
+    return err.strerror or str(err)
+
+
+def decoded_batches(items: list[tuple[dict[str, Any], str]], batch: int, prefetch: bool = False,
+                    max_pixels: int | None = MAX_PIXELS
                     ) -> Iterator[list[tuple[dict[str, Any], np.ndarray | None, str | None]]]:
     """Batches of (image record, BGR array or None, why not); with ``prefetch``, the next batch is read
     in a thread while the current one is predicted.
@@ -148,7 +156,7 @@ def decoded_batches(items: list[tuple[dict[str, Any], str]], batch: int, prefetc
     core and a decoding thread slowed 200 TrashNet photos down by 4% on 2 cores (9.58 s vs 9.18 s).
     """
     def load(chunk):
-        return [(im, *read_image(path)) for im, path in chunk]
+        return [(im, *read_image(path, max_pixels)) for im, path in chunk]
 
     chunks = [items[i:i + batch] for i in range(0, len(items), batch)]
     if not prefetch:
@@ -197,7 +205,7 @@ def _image_paths(images: list[dict[str, Any]], root: Path, source: str) -> dict[
     missing = []
     for im in images:
         f = str((root / im["file_name"]).absolute())
-        if not os.path.isfile(f):
+        if not os.path.exists(f):  # a named pipe or a folder: skipped later, with its reason
             missing.append(im["file_name"])
         elif f in by_path:
             raise UserError(f"{source}: images {by_path[f]} and {im['id']} are the same file {im['file_name']}")
@@ -232,6 +240,7 @@ class PredictOptions:
     strict: bool = False
     trust_weights: bool = False
     multi_label: bool = True  # measured: never worse out of fold, what Ultralytics' validation does
+    max_pixels: int = MAX_PIXELS  # a photo with more pixels is skipped, counted (never decoded)
 
     def check(self) -> PredictOptions:
         """The checks the flags' types make, for callers of the API."""
@@ -245,8 +254,7 @@ class PredictOptions:
 
 def run(args: PredictOptions | argparse.Namespace) -> dict[str, Any]:
     """Predict every image of ``args.images`` and write the outputs; return a summary."""
-    if not Path(args.weights).is_file():
-        raise UserError(f"weights not found: {args.weights}")
+    require_file(args.weights, "weights")
     images, root, made_up_ids = image_records(args.images)
     path_of = _image_paths(images, root, args.images)
     out = Path(args.out)
@@ -255,7 +263,7 @@ def run(args: PredictOptions | argparse.Namespace) -> dict[str, Any]:
                    "--save-vis": args.save_vis},
                   {"--weights": args.weights, "the weights' sidecar": Path(args.weights).with_suffix(".json"),
                    "--images": args.images, "image": list(path_of.values())}, folders={"--save-vis"})
-    bad = {iid: why for iid, f in path_of.items() if (why := file_problem(f)) is not None}
+    bad = {iid: why for iid, f in path_of.items() if (why := file_problem(f, args.max_pixels)) is not None}
     if bad and args.strict:
         names = [f"{im['file_name']}: {bad[im['id']]}" for im in images if im["id"] in bad]
         raise UserError(f"{len(names)} of {len(images)} images could not be read (first: {'; '.join(names[:3])}); "
@@ -266,8 +274,9 @@ def run(args: PredictOptions | argparse.Namespace) -> dict[str, Any]:
     from coco2yolo.checkpoint import load_yolo
 
     ultra.check_device(args.device)
-    model = load_yolo(args.weights, args.trust_weights)
-    cmap, train_imgsz, note = resolve_sidecar(args.weights, getattr(model, "ckpt", None))
+    model, ckpt = load_yolo(args.weights, args.trust_weights)
+    cmap, train_imgsz, note = resolve_sidecar(args.weights, {"train_args": ckpt.train_args} if ckpt is not None
+                                              else getattr(model, "ckpt", None))
     if note:
         print(note, file=sys.stderr)
     names = getattr(model, "names", None) or {}
@@ -279,6 +288,8 @@ def run(args: PredictOptions | argparse.Namespace) -> dict[str, Any]:
     imgsz = args.imgsz or train_imgsz
     unread: list[tuple[dict[str, Any], str]] = []
     vis_left = args.vis_max
+    vis_failed: list[str] = []
+    vis_root = make_dirs(args.save_vis) if args.save_vis else None
     t0 = time.time()
     predict_args = dict(conf=args.conf, iou=args.iou, max_det=args.max_det, imgsz=imgsz, device=args.device,
                         augment=args.tta, agnostic_nms=args.agnostic, verbose=False,
@@ -289,7 +300,7 @@ def run(args: PredictOptions | argparse.Namespace) -> dict[str, Any]:
         todo = [(im, path_of[im["id"]]) for im in images if im["id"] not in bad]
         unread += [(im, bad[im["id"]]) for im in images if im["id"] in bad]
         on_gpu = str(args.device).lower() not in ("cpu", "mps") and _cuda_available()
-        for chunk in decoded_batches(todo, args.batch, prefetch=on_gpu):
+        for chunk in decoded_batches(todo, args.batch, prefetch=on_gpu, max_pixels=args.max_pixels):
             ok = [(im, arr) for im, arr, why in chunk if arr is not None]
             unread += [(im, why) for im, arr, why in chunk if arr is None]
             if unread and args.strict:
@@ -307,7 +318,10 @@ def run(args: PredictOptions | argparse.Namespace) -> dict[str, Any]:
                 if "width" not in image:
                     image["height"], image["width"] = arr.shape[:2]
                 if args.save_vis and vis_left > 0:
-                    _save_vis(Path(args.save_vis), image, arr, cmap, cat_ids, xyxy, scores, args.vis_conf)
+                    try:
+                        _save_vis(vis_root, image, arr, cmap, cat_ids, xyxy, scores, args.vis_conf)
+                    except OSError as err:
+                        vis_failed.append(f"{vis_relpath(image)}: {_why_not_written(err)}")
                     vis_left -= 1
             bar.update(len(chunk))
         bar.close()
@@ -316,6 +330,9 @@ def run(args: PredictOptions | argparse.Namespace) -> dict[str, Any]:
         if images_json is not None:
             sink.images_doc = {"images": [im for im in images if "width" in im],
                                "categories": cmap.coco_categories()}
+    if vis_failed:
+        print(f"warning: {len(vis_failed)} drawings were not written (first: {'; '.join(vis_failed[:3])})",
+              file=sys.stderr)
     if unread:
         first = "; ".join(f"{im['file_name']}: {why}" for im, why in unread[:3])
         print(f"warning: {len(unread)} of {len(images)} images could not be read and have no predictions "
@@ -354,6 +371,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--vis-conf", type=cli.FRACTION, default=0.25, help="score threshold for --save-vis drawings (0.25)")
     p.add_argument("--vis-max", type=cli.NONNEG_INT, default=50, help="at most this many drawn images (50)")
     p.add_argument("--strict", action="store_true", help="fail (write nothing) when an image cannot be read")
+    p.add_argument("--max-pixels", type=cli.POSITIVE_INT, default=MAX_PIXELS,
+                   help=f"skip photos with more pixels than this, counted like unreadable ones ({MAX_PIXELS:,}, Pillow's "
+                        "bound; a 20000 x 20000 PNG would take 1.2 GB decoded)")
     p.add_argument("--trust-weights", action="store_true",
                    help="load the weights with the full pickle loader (it can run code: only for files you trust); "
                         "by default a checkpoint naming anything but known model classes is refused")

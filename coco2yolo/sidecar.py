@@ -14,7 +14,7 @@ from typing import Any
 from coco2yolo import cli
 from coco2yolo.cocodata import CategoryMap
 from coco2yolo.errors import UserError, short
-from coco2yolo.fileio import guard_outputs, load_json, write_json
+from coco2yolo.fileio import guard_outputs, load_json, require_file, write_json
 
 FORMAT = "coco2yolo-weights/1"
 
@@ -87,8 +87,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> int:
-    if not Path(args.weights).is_file():
-        raise UserError(f"weights not found: {args.weights}")
+    require_file(args.weights, "weights")
     guard_outputs({"sidecar": sidecar_path(args.weights)}, {"WEIGHTS": args.weights, "--categories": args.categories})
     path = write_sidecar(args.weights, CategoryMap.load(args.categories), args.imgsz,
                          origin="python -m coco2yolo.sidecar")

@@ -17,6 +17,7 @@ import argparse
 import csv
 import math
 import os
+import re
 import sys
 from typing import Any
 
@@ -25,7 +26,7 @@ import numpy as np
 from coco2yolo import cli
 from coco2yolo.cocodata import describe_ids, load_dataset
 from coco2yolo.errors import UserError, short
-from coco2yolo.fileio import atomic_path
+from coco2yolo.fileio import atomic_path, open_regular
 from coco2yolo.results import Detections
 
 HEADER = ("PredictionString", "image_id")
@@ -56,7 +57,10 @@ def write_submission(path: str | os.PathLike, dets: Detections, images: list[dic
 def _rows(path: str | os.PathLike) -> tuple[list[tuple[int, str, str]], list[str]]:
     """(line number, PredictionString, image_id) rows and the header problems, reading any column order."""
     try:
-        with open(path, encoding="utf-8", newline="") as fh:
+        with open_regular(path, "submission", "r", encoding="utf-8", newline="") as fh:
+            # a row is as long as its boxes: at most the file (csv's default limit, 131,072 characters, is
+            # 1,400 boxes at full precision)
+            csv.field_size_limit(max(csv.field_size_limit(), os.fstat(fh.fileno()).st_size + 1))
             reader = csv.reader(fh)
             header = next(reader, None)
             if header is None:
@@ -80,9 +84,20 @@ def _rows(path: str | os.PathLike) -> tuple[list[tuple[int, str, str]], list[str
         raise UserError(f"cannot read submission {path}: {err.strerror or err}") from None
 
 
+_PLAIN = re.compile(r"[0-9eE+\-. ]*")  # the characters of plain decimal numbers separated by ASCII spaces
+_ODD = re.compile(r"[^0-9eE+\-. ]")
+
+
 def _parse(pred: str, where: str, images: dict[str, Any] | None, cats: set[int] | None,
            problems: list[str]) -> list[tuple[int, float, float, float, float, float]]:
-    tokens = pred.split()
+    if not _PLAIN.fullmatch(pred):
+        m = _ODD.search(pred)
+        ch = m.group(0)
+        problems.append(f"{where}: PredictionString holds {ch!a} (U+{ord(ch):04X}) at character {m.start() + 1}; "
+                        "only plain decimal numbers (ASCII digits, '.', '-', '+', 'e') separated by ASCII spaces "
+                        "are allowed")
+        return []
+    tokens = [t for t in pred.split(" ") if t]
     if len(tokens) % 6:
         problems.append(f"{where}: PredictionString has {len(tokens)} values, not a multiple of 6 "
                         "(label score xmin ymin xmax ymax ...)")

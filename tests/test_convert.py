@@ -72,15 +72,30 @@ def test_crowd_keep(tmp_path):
     assert lines == 5
 
 
-def test_rerun_replaces_cleanly(tmp_path):
+def test_rerun_replaces_cleanly_and_never_deletes_a_users_file(tmp_path):
     src, out = _fixture(tmp_path), tmp_path / "out"
     convert(src, out, ConvertOptions(val_fraction=0.25, seed=0))
     first = {p.relative_to(out): p.read_bytes() for p in (out / "labels").rglob("*.txt")}
-    (out / "labels" / "stale.txt").write_text("9 0 0 0 0\n")
+    (out / "labels" / "train.cache").write_bytes(b"ultralytics' label cache")  # derived: replaced without a word
+    (out / "labels" / "notes.txt").write_text("the user's own file\n")
+    with pytest.raises(UserError, match=r"holds 1 file\(s\) this tool did not write \(first: labels/notes.txt\)"):
+        convert(src, out, ConvertOptions(val_fraction=0.25, seed=0))
+    assert (out / "labels" / "notes.txt").read_text() == "the user's own file\n"
+    (out / "labels" / "notes.txt").unlink()
     convert(src, out, ConvertOptions(val_fraction=0.25, seed=0))
     again = {p.relative_to(out): p.read_bytes() for p in (out / "labels").rglob("*.txt")}
-    assert again == first
+    assert again == first and not (out / "labels" / "train.cache").exists()
     assert not any(p.name.endswith("-2") or ".part" in p.name for p in tmp_path.iterdir())
+
+
+def test_out_given_as_a_link_is_written_where_it_points(tmp_path):
+    src, real, link = _fixture(tmp_path), tmp_path / "real", tmp_path / "link"
+    real.mkdir()
+    link.symlink_to(real, target_is_directory=True)
+    for _ in range(2):  # a new folder, then a replacement
+        convert(src, link, ConvertOptions(val_fraction=0.25, seed=0))
+        assert link.is_symlink() and (real / "data.yaml").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
 
 
 def test_refuses_to_replace_a_foreign_folder(tmp_path):
@@ -165,7 +180,7 @@ def test_real_scale_five_fold_conversion(tmp_path):
     import cv2
 
     one = tmp_path / "one.jpg"
-    cv2.imwrite(str(one), np.zeros((8, 8, 3), np.uint8))  # the photos are not public: one tiny JPEG, hard-linked
+    cv2.imwrite(str(one), np.zeros((1024, 1024, 3), np.uint8))  # the photos are not public: one JPEG of their size, hard-linked
     for im in data["images"]:
         p = tmp_path / "img" / im["file_name"]
         p.parent.mkdir(parents=True, exist_ok=True)

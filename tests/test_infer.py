@@ -87,7 +87,7 @@ def test_missing_sidecar_is_derived_from_the_checkpoint_or_explained(tiny_weight
                          "--device", "cpu"], capsys)
     assert code == 0 and "has no sidecar" in err and "categories.json" in err, err
     assert {p["category_id"] for p in json.loads((tmp_path / "p.json").read_text())} <= set(range(10))
-    from coco2yolo.training.legacy import save_ultralytics_checkpoint
+    from coco2yolo.checkpoint import save_ultralytics_checkpoint
 
     bare = save_ultralytics_checkpoint(torch.load(tiny_weights, map_location="cpu", weights_only=False)["model"],
                                        tmp_path / "bare.pt")  # no train_args: nothing to derive from

@@ -223,14 +223,14 @@ def test_submission_check_names_every_problem(tmp_path, capsys):
         w = csv.writer(fh)
         w.writerow(["PredictionString", "image_id"])
         w.writerow(["3 0.9 10 10 20 20 12 0.5 1 1 5 5", "test/0000.jpg"])   # label 12
-        w.writerow(["3 nan 10 10 20 20", "test/0001.jpg"])                   # not finite
+        w.writerow(["3 nan 10 10 1e999 20", "test/0001.jpg"])               # not a plain number
         w.writerow(["3 0.9 10 10 120 20", "test/0002.jpg"])                  # leaves the image
         w.writerow(["3 0.9 10 10", "test/0002.jpg"])                         # repeated, and 4 values
         w.writerow(["1 1.5 30 30 20 40", "test/9999.jpg"])                   # unknown image
     code, _, err = _check(bad, images, capsys)
     lines = err.strip().splitlines()
     assert code == 2 and len(lines) == 6, err
-    for want in ("label 12 is not a category", "must be finite", "leaves the 100x50 image",
+    for want in ("label 12 is not a category", "plain decimal numbers", "leaves the 100x50 image",
                  "already appeared on line 4", "is not a file_name", "test/0003.jpg"):
         assert any(want in ln for ln in lines), (want, err)
 

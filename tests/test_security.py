@@ -142,10 +142,10 @@ def test_genuine_checkpoints_still_load(tiny_weights, sample, tmp_path, capsys):
 
 @need(LEGACY)
 def test_official_yolov5n_passes_the_allow_list():
-    from coco2yolo.training.legacy import read_legacy
+    from coco2yolo.checkpoint import read_checkpoint
 
-    legacy = read_legacy(LEGACY)
-    assert legacy is not None and len(legacy["state_dict"]) == 349
+    legacy = read_checkpoint(LEGACY)
+    assert legacy.kind == "yolov5" and len(legacy.tensors) == 349
 
 
 def test_corrupt_weights_are_one_line(sample, tmp_path, capsys):

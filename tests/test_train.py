@@ -63,12 +63,14 @@ def test_config_file_then_flags_override(tmp_path):
 
 @need(LEGACY)
 def test_legacy_checkpoint_import_copies_every_tensor_and_trains(yolo_data, tiny_weights, tmp_path):
-    from coco2yolo.training.legacy import import_legacy, is_legacy, read_legacy
+    from coco2yolo.checkpoint import read_checkpoint
+    from coco2yolo.checkpoint.legacy import import_legacy
 
-    assert is_legacy(LEGACY) and not is_legacy(tiny_weights) and read_legacy(tiny_weights) is None
+    legacy = read_checkpoint(LEGACY)
+    assert legacy.kind == "yolov5" and read_checkpoint(tiny_weights).kind == "ultralytics"
 
-    model, msg = import_legacy(LEGACY, nc=10)
-    src = read_legacy(LEGACY)["state_dict"]
+    model, msg = import_legacy(legacy, nc=10)
+    src = {k: v.float() for k, v in legacy.tensors.items()}
     dst = model.state_dict()
     body = [k for k in src if int(k.split(".")[1]) < 24]
     assert len(body) == 342 and all(torch.equal(dst[k], src[k]) for k in body)

@@ -34,10 +34,11 @@ import yaml
 from coco2yolo import cli
 from coco2yolo.boxes import xywh_to_yolo
 from coco2yolo.dataset.clean import RULES, CleanConfig, clean_dataset, summary_line
+from coco2yolo.dataset.geometry import fit_to_photos
 from coco2yolo.cocodata import CategoryMap, has_control_chars, load_dataset, out_of_image
 from coco2yolo.errors import UserError
 from coco2yolo.fileio import atomic_dir, guard_outputs, real_paths, write_json, write_text
-from coco2yolo.images import file_problem
+from coco2yolo.images import MAX_PIXELS, PhotoInfo, probe
 from coco2yolo.dataset.split import assign_folds, class_count_matrix, split_shares, split_table
 
 MARKER = ".coco2yolo"
@@ -58,7 +59,9 @@ class ConvertOptions:
     seed: int = 0
     copy: bool = False
     crowd: str = "drop"
-    strict: bool = False  # an unusable image file is an error instead of being skipped
+    strict: bool = False  # an unusable image file, or one whose size or orientation disagrees with the JSON, is
+    # an error instead of being skipped or fitted
+    max_pixels: int = MAX_PIXELS  # a photo with more pixels is skipped (Ultralytics would decode all of them)
     drop_annotations: Path | None = None  # an issues file of python -m coco2yolo.label_issues
     issue_kinds: tuple[str, ...] = ("wrong_class", "no_object", "bad_box")
 
@@ -121,19 +124,27 @@ def _check_images(images: list[dict[str, Any]], root: Path, source: str) -> None
         raise UserError(f"{source}: {len(bad_suffix)} file_name(s) are not images Ultralytics reads "
                         f"(first: {bad_suffix[0]}); allowed suffixes: {' '.join(sorted(IMG_SUFFIXES))}")
     base = str(root)
-    missing = [im["file_name"] for im in images if not os.path.isfile(os.path.join(base, im["file_name"]))]
+    # a named pipe or a folder in a photo's place exists: the photo check skips it with its reason
+    missing = [im["file_name"] for im in images if not os.path.exists(os.path.join(base, im["file_name"]))]
     if missing:
         raise UserError(f"{source}: {len(missing)} of {len(images)} images are missing under {root} "
                         f"(first: {', '.join(missing[:5])}); pass --images ROOT, the folder that "
                         "file_name is relative to")
 
 
-def screen_images(images: list[dict[str, Any]], root: Path, source: str, strict: bool
+def screen_images(images: list[dict[str, Any]], root: Path, source: str, strict: bool,
+                  max_pixels: int | None = MAX_PIXELS, infos: dict[int, PhotoInfo] | None = None
                   ) -> list[tuple[str, str, int]]:
-    """Images whose files are empty, not images or truncated, as (file_name, why, image id); an error
-    with ``strict``."""
-    bad = [(im["file_name"], why, im["id"]) for im in images
-           if (why := file_problem(os.path.join(str(root), im["file_name"]))) is not None]
+    """Images whose files are empty, not images, truncated or over ``max_pixels``, as (file_name, why, image id);
+    an error with ``strict``. ``infos``: filled with what each usable photo's header says (size, orientation)."""
+    base = str(root)
+    bad = []
+    for im in images:
+        info = probe(os.path.join(base, im["file_name"]), max_pixels)
+        if info.problem is not None:
+            bad.append((im["file_name"], info.problem, im["id"]))
+        elif infos is not None:
+            infos[im["id"]] = info
     if bad and strict:
         raise UserError(f"{source}: {len(bad)} of {len(images)} image files are unusable (first: "
                         + "; ".join(f"{n}: {w}" for n, w, _ in bad[:3]) + "); nothing was written")
@@ -172,7 +183,7 @@ def _write_image_list(data: dict[str, Any], json_path: Path, out: Path, root: Pa
     if has_control_chars(str(root.absolute())):
         raise UserError(f"{root.absolute()!a}: the images folder's path contains a newline or another control "
                         "character, which an image list cannot hold; move or rename it")
-    bad = screen_images(images, root, str(json_path), opts.strict)
+    bad = screen_images(images, root, str(json_path), opts.strict, opts.max_pixels)
     skip = {i for _, _, i in bad}
     with atomic_dir(out, MARKER) as tmp:
         (tmp / "images.txt").write_text(
@@ -225,7 +236,8 @@ def convert(json_path: str | os.PathLike, out: str | os.PathLike, opts: ConvertO
         raise UserError(f"--crowd must be drop or keep, got {opts.crowd!r}")
     _check_images(data["images"], root, str(json_path))
     result = ConvertResult(out=out)
-    result.bad_images = screen_images(data["images"], root, str(json_path), opts.strict)
+    infos: dict[int, PhotoInfo] = {}
+    result.bad_images = screen_images(data["images"], root, str(json_path), opts.strict, opts.max_pixels, infos)
     if result.bad_images:
         data = _drop_images(data, {i for _, _, i in result.bad_images})
         result.report["bad_images"] = {"count": len(result.bad_images), "policy": "skipped with their boxes",
@@ -234,6 +246,9 @@ def convert(json_path: str | os.PathLike, out: str | os.PathLike, opts: ConvertO
         if not data["images"]:
             first = "; ".join(f"{n}: {w}" for n, w, _ in result.bad_images[:3])
             raise UserError(f"{json_path}: none of its {len(result.bad_images)} image files is usable (first: {first})")
+    data, fitted = fit_to_photos(data, infos, opts.strict, str(json_path))
+    if fitted:
+        result.report["photos"] = fitted
     if opts.folds and opts.folds > len(data["images"]):
         raise UserError(f"--folds {opts.folds} needs at least {opts.folds} images; {json_path} has "
                         f"{len(data['images'])} usable")
@@ -355,8 +370,12 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="folder that file_name is relative to (default: the JSON's folder)")
     p.add_argument("--copy", action="store_true", help="copy images instead of symlinking them")
     p.add_argument("--strict", action="store_true",
-                   help="an unusable image file (empty, not an image, truncated) is an error; by default it is "
-                        "skipped with its boxes, counted and named")
+                   help="an unusable image file (empty, not an image, truncated, over --max-pixels) is an error, and so "
+                        "is a photo whose size or EXIF orientation disagrees with the JSON; by default the first is "
+                        "skipped with its boxes and the second has its boxes fitted to the photo, both counted and named")
+    p.add_argument("--max-pixels", type=cli.POSITIVE_INT, default=MAX_PIXELS,
+                   help=f"skip (or with --strict refuse) photos with more pixels than this ({MAX_PIXELS:,}, Pillow's "
+                        "bound: Ultralytics would decode them whole)")
     p.add_argument("--crowd", choices=("drop", "keep"), default="drop",
                    help="iscrowd=1 boxes: drop from YOLO labels (default; they stay in train/val.json "
                         "where scoring ignores them) or keep as ordinary boxes")
@@ -406,6 +425,7 @@ def options_from_args(args: argparse.Namespace) -> ConvertOptions:
     return ConvertOptions(images_root=args.images, clean=clean, folds=args.folds, fold=args.fold,
                           val_fraction=0.2 if args.val_fraction is None else args.val_fraction,
                           seed=args.seed, copy=args.copy, crowd=args.crowd, strict=args.strict,
+                          max_pixels=args.max_pixels,
                           drop_annotations=args.drop_annotations, issue_kinds=tuple(args.issue_kinds))
 
 
@@ -418,6 +438,10 @@ def main(args: argparse.Namespace) -> int:
         print(f"{args.json} has no annotations: wrote an image list of {res.images['list']} images "
               f"for prediction to {res.out / 'images.txt'}")
         return 0
+    if "photos" in res.report:
+        from coco2yolo.dataset.geometry import summary_line as photos_line
+
+        print(photos_line(res.report["photos"]), file=sys.stderr)
     if "cleaning" in res.report:
         print(summary_line(res.report["cleaning"]))
     conv = res.report["conversion"]

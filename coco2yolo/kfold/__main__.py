@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from coco2yolo import cli
@@ -55,7 +56,7 @@ def _devices(text: str | None, default: list[str] | None) -> list[str]:
 
 def main(args: argparse.Namespace) -> int:
     from coco2yolo import ultra
-    from coco2yolo.fileio import guard_outputs, write_text
+    from coco2yolo.fileio import guard_outputs, make_dirs, write_text
     from coco2yolo.kfold import steps
     from coco2yolo.kfold.experiment import load_experiment
     from coco2yolo.kfold.plan import build
@@ -77,7 +78,9 @@ def main(args: argparse.Namespace) -> int:
             who = "" if runner.owner[j.id] == shard else f" [shard {runner.owner[j.id]}]"
             print(f"[{runner.status(j)}]{who} {j.id}\n    {j.shown(exp, devices[0])}")
         return 0
-    exp.out.mkdir(parents=True, exist_ok=True)
+    make_dirs(exp.out)
+    if not os.access(exp.out, os.W_OK):
+        raise UserError(f"{args.experiment}: out {exp.out} is not writable")
     write_text(exp.out / "experiment.yaml", exp.path.read_text(encoding="utf-8"))
     runner.run()
     summary = exp.out / "summary.json"

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import TextIO
 
 from coco2yolo.errors import UserError
-from coco2yolo.fileio import write_json
+from coco2yolo.fileio import open_regular, write_json
 from coco2yolo.kfold.experiment import Experiment
 from coco2yolo.kfold.plan import DEVICE, Job, env_for, shard_of
 
@@ -65,7 +65,7 @@ class Fingerprints:
         key = (str(path), st.st_size, st.st_mtime_ns)
         if key not in self._cache:
             h = hashlib.sha256()
-            with open(path, "rb") as fh:
+            with open_regular(path, "input") as fh:
                 for block in iter(lambda: fh.read(1 << 20), b""):
                     h.update(block)
             self._cache[key] = h.hexdigest()
@@ -382,14 +382,12 @@ def _tail(out: Path, job: Job) -> str:
 
 
 def _unfinished(last: Path) -> bool:
-    """Whether an Ultralytics ``last.pt`` is a run that can still be resumed (epoch not -1)."""
+    """Whether an Ultralytics ``last.pt`` is a run that can still be resumed (epoch not -1); read as data."""
+    from coco2yolo.checkpoint.reader import Malformed, RefusedGlobal, read_raw
+
     try:
-        from coco2yolo import ultra
-
-        ultra.setup()
-        from ultralytics.nn.tasks import torch_safe_load
-
-        ckpt, _ = torch_safe_load(str(last), safe_only=True)
-        return ckpt.get("epoch", -1) != -1
-    except Exception:  # noqa: BLE001 - an unreadable last.pt: start the job afresh
+        obj = read_raw(last).obj
+    except (Malformed, RefusedGlobal, UserError, OSError):  # an unreadable last.pt: start the job afresh
         return False
+    epoch = obj.get("epoch") if isinstance(obj, dict) else None
+    return isinstance(epoch, int) and not isinstance(epoch, bool) and epoch != -1

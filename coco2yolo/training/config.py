@@ -20,7 +20,7 @@ import yaml
 
 from coco2yolo.cli import FRACTION, closest
 from coco2yolo.errors import UserError, short
-from coco2yolo.fileio import nesting_limit
+from coco2yolo.fileio import nesting_limit, read_text
 
 DEFAULTS_FILE = Path(__file__).resolve().parent.parent / "cfg" / "train.yaml"
 # Ultralytics keys this project sets itself (the rest of Ultralytics' keys pass through as given).
@@ -31,7 +31,7 @@ _BOOL_OR_VALUE = frozenset({"amp", "cache"})
 
 def load_yaml_mapping(path: str | Path, what: str) -> dict[str, Any]:
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = read_text(path, what)
     except FileNotFoundError:
         raise UserError(f"{what} not found: {path}") from None
     except UnicodeDecodeError as err:

@@ -52,7 +52,9 @@ def _split_paths(data: dict[str, Any], key: str, root: Path) -> list[Path]:
 def build_pseudo_dataset(data_yaml: Path, cmap: CategoryMap, results: Path, images_json: Path,
                          conf: float, out: Path) -> tuple[Path, str]:
     """Write the pseudo-labelled images to ``out`` and a data.yaml training on both; return it and a summary."""
-    data = yaml.safe_load(Path(data_yaml).read_text(encoding="utf-8"))
+    from coco2yolo.training.config import load_yaml_mapping
+
+    data = load_yaml_mapping(data_yaml, "data.yaml")
     root = Path(data.get("path") or Path(data_yaml).parent)
     root = root if root.is_absolute() else (Path(data_yaml).parent / root)
     train_dirs, val_dirs = _split_paths(data, "train", root), _split_paths(data, "val", root)

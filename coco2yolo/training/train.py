@@ -24,7 +24,8 @@ from coco2yolo import __version__, cli, ultra
 from coco2yolo.training import config
 from coco2yolo.cocodata import CategoryMap
 from coco2yolo.errors import UserError, short
-from coco2yolo.fileio import atomic_path, check_output_folder, guard_outputs, make_dirs, output_lock
+from coco2yolo.fileio import (atomic_path, check_output_folder, guard_outputs, make_dirs, output_lock, read_bytes,
+                              require_file)
 from coco2yolo.sidecar import write_sidecar
 
 PRESETS = ("none", "weather")
@@ -79,10 +80,19 @@ def _check_labels(labels_dir: Path, nc: int) -> None:
     if not labels_dir.is_dir():
         return
     for f in sorted(labels_dir.rglob("*.txt")):
-        for n, line in enumerate(f.read_text(encoding="utf-8").splitlines(), 1):
+        for n, line in enumerate(_label_text(f).splitlines(), 1):
             head = line.split(maxsplit=1)[0] if line.strip() else None
             if head is not None and (not head.isdigit() or int(head) >= nc):
                 raise UserError(f"{f}:{n}: class {head!r} is not in the category map (0..{nc - 1})")
+
+
+def _label_text(f: Path) -> str:
+    try:
+        return read_bytes(f, "label file").decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise UserError(f"label file {f} is not UTF-8 text: {err.reason} at byte {err.start}") from None
+    except OSError as err:
+        raise UserError(f"cannot read label file {f}: {err.strerror or err}") from None
 
 
 def dataset_fingerprint(root: Path) -> str:
@@ -90,11 +100,11 @@ def dataset_fingerprint(root: Path) -> str:
     h = hashlib.sha256()
     cat = root / "categories.json"
     if cat.exists():
-        h.update(cat.read_bytes())
+        h.update(read_bytes(cat, "categories file"))
     labels = root / "labels"
     for f in sorted(labels.rglob("*.txt")) if labels.is_dir() else []:
         h.update(str(f.relative_to(labels)).encode())
-        h.update(f.read_bytes())
+        h.update(read_bytes(f, "label file"))
     return h.hexdigest()
 
 
@@ -125,39 +135,85 @@ def resolve_model_file(spec: str, weights_dir: Path) -> str:
     raise UserError(f"model file not found: {spec}")
 
 
+def model_yaml(spec: str, nc: int | None = None) -> dict[str, Any]:
+    """The checked model yaml for ``--model X.yaml``: a file of the user's (read and checked like a
+    checkpoint's yaml: known layers, bounded sizes) or, by name, one Ultralytics ships."""
+    from coco2yolo.checkpoint import plan_yaml
+
+    p = Path(spec)
+    if p.is_file():
+        doc = config.load_yaml_mapping(p, "model yaml")
+        if not doc.get("scale") and isinstance(doc.get("scales"), dict):
+            from ultralytics.nn.tasks import guess_model_scale
+
+            doc["scale"] = guess_model_scale(p) or None
+        doc["yaml_file"] = str(p)
+    else:
+        from ultralytics.nn.tasks import yaml_model_load
+
+        try:
+            doc = yaml_model_load(spec)
+        except Exception as err:  # noqa: BLE001 - Ultralytics raises FileNotFoundError or its own errors
+            raise UserError(f"--model {spec}: not a file here and not a model yaml Ultralytics ships "
+                            f"({' '.join(str(err).split())[:120]})") from None
+    plan_yaml({k: v for k, v in doc.items() if k != "scale" or v}, nc, None, f"--model {spec}")
+    return doc
+
+
 def build_model(cfg: dict[str, Any], cmap: CategoryMap, run_dir: Path) -> tuple[Any, str]:
     """The Ultralytics YOLO object to train, and a line saying where its weights came from.
 
-    Every checkpoint is read through an allow-list (see :mod:`coco2yolo.checkpoint`) unless
-    ``trust_weights`` is set.
+    Checkpoints are read as data and the model is built here from its checked yaml (see
+    :mod:`coco2yolo.checkpoint`), unless ``trust_weights`` is set.
     """
-    from coco2yolo.checkpoint import load_error, load_yolo
-    from coco2yolo.training.legacy import import_legacy, is_legacy, read_legacy, save_ultralytics_checkpoint, target_yaml
+    from coco2yolo import checkpoint as ck
+    from coco2yolo.checkpoint.arch import build
+    from coco2yolo.checkpoint.legacy import import_legacy, target_yaml
 
     init, trust = cfg["weights"], cfg["trust_weights"]
-    if init is not None and not Path(init).is_file():
-        raise UserError(f"--weights {init}: file not found")
-    legacy = read_legacy(init, trust) if init is not None and is_legacy(init, trust) else None
-    model = None
-    if legacy is None:
+    if init is not None:
+        require_file(init, "--weights")
+    start = run_dir.parent / f"{run_dir.name}.init.pt"  # what training starts from, written here
+    if trust:
         model = resolve_model_file(cfg["model"], Path(cfg["weights_dir"]))
-        if init is None and model.endswith(".pt") and is_legacy(model, trust):
-            init, legacy = model, read_legacy(model, trust)
-    if legacy is not None:
-        arch = target_yaml(legacy["yaml"], str(init))
-        if model is None and cfg["model"] not in (config.defaults()["model"], arch):
+        yolo = ck.ultralytics_yolo(model, trust=True)
+        if init is None:
+            return yolo, f"started from {model} (--trust-weights)"
+        try:
+            return yolo.load(init), (f"initialised {model} from {init} with Ultralytics' loader (--trust-weights): "
+                                     "tensors of matching name and shape")
+        except Exception as err:  # noqa: BLE001 - a damaged file is a user error
+            raise UserError(f"cannot load weights {init}: {' '.join(str(err).split())[:160]}") from None
+    init_ck = ck.read_checkpoint(init) if init is not None else None
+    if init_ck is not None and init_ck.kind == "yolov5":  # the old yolov5 repository: its own target model
+        arch = target_yaml(init_ck.yaml, init_ck.path)
+        if cfg["model"] not in (config.defaults()["model"], arch):
             raise UserError(f"--weights {init} is a {arch.replace('u.yaml', '')} checkpoint: it imports into "
                             f"{arch}, not --model {cfg['model']}; drop --model or pass --model {arch}")
-        net, msg = import_legacy(init, len(cmap), cmap.names, legacy)
-        ckpt = save_ultralytics_checkpoint(net, run_dir.parent / f"{run_dir.name}.imported.pt")
-        return load_yolo(ckpt), msg
-    yolo = load_yolo(model, trust)
-    if init is None:
-        return yolo, f"built {model} from scratch" if model.endswith((".yaml", ".yml")) else f"started from {model}"
-    try:
-        return yolo.load(init), f"initialised {model} from {init} (tensors of matching shape)"
-    except Exception as err:  # noqa: BLE001 - a damaged or refused file is a user error
-        raise load_error(init, err) from None
+        net, msg = import_legacy(init_ck, len(cmap), cmap.names)
+        return ck.yolo_from_model(net, start), msg
+    model = resolve_model_file(cfg["model"], Path(cfg["weights_dir"]))
+    model_ck = ck.read_checkpoint(model) if model.endswith(".pt") else None
+    if init_ck is None and model_ck is not None and model_ck.kind == "yolov5":
+        net, msg = import_legacy(model_ck, len(cmap), cmap.names)
+        return ck.yolo_from_model(net, start), msg
+    if model_ck is not None:
+        net = ck.full_model(model_ck)
+        origin = f"started from {model} (all {len(model_ck.tensors)} tensors)"
+    else:
+        doc = model_yaml(model, len(cmap))
+        if init_ck is None:
+            return ck.ultralytics_yolo(model), f"built {model} from scratch"
+        net = build(doc, nc=len(cmap))
+        origin = f"built {model}"
+    if init_ck is None:
+        return ck.yolo_from_model(net, start), origin
+    matched, total = ck.transfer(init_ck, net)
+    if matched == 0:
+        raise UserError(f"--weights {init}: none of its {len(init_ck.tensors)} tensors matches a tensor of {model} by "
+                        "name and shape: it is another architecture; pass the matching --model")
+    return ck.yolo_from_model(net, start), (f"initialised {model} from {init}: {matched} of the model's {total} "
+                                            f"tensors matched by name and shape (the others keep their fresh values)")
 
 
 # --- augmentation --------------------------------------------------------------------------------
@@ -258,14 +314,16 @@ def _train(cfg: dict[str, Any], extra: dict[str, Any], data_yaml: Path, cmap: Ca
             data_yaml, cmap, Path(cfg["pseudo_labels"]), Path(cfg["pseudo_images"]), cfg["pseudo_conf"],
             project / f"{name}.pseudo")
         print(pseudo_note)
-    from coco2yolo.checkpoint import load_yolo
+    from coco2yolo import checkpoint as ck
 
     t0 = time.time()
     if cfg["resume"]:
         last = run_dir / "weights" / "last.pt"
         if not last.is_file():
             raise UserError(f"--resume: no interrupted run {name!r} ({last} not found)")
-        yolo, origin = load_yolo(last, cfg["trust_weights"]), f"resumed from {last}"
+        if not cfg["trust_weights"]:
+            ck.check_resumable(last)
+        yolo, origin = ck.ultralytics_yolo(last, cfg["trust_weights"]), f"resumed from {last}"
         print(origin)
         yolo.train(resume=True)
     else:
@@ -279,6 +337,12 @@ def _train(cfg: dict[str, Any], extra: dict[str, Any], data_yaml: Path, cmap: Ca
     trainer = yolo.trainer
     save_dir = Path(trainer.save_dir)
     best = Path(trainer.best) if Path(trainer.best).exists() else Path(trainer.last)
+    from coco2yolo.checkpoint import read_checkpoint
+
+    try:
+        read_checkpoint(best)  # a checkpoint cut short (a full disk while Ultralytics saved it) is never published
+    except UserError as err:
+        raise UserError(f"training wrote an unusable checkpoint, nothing was published: {err}") from None
     with atomic_path(out_pt) as tmp:
         shutil.copyfile(best, tmp)
     import torch
