@@ -7,7 +7,7 @@
 import sys
 
 from coco2yolo import cli
-from coco2yolo.evaluation.metrics import get_args_parser, main
+from coco2yolo.evaluation.command import get_args_parser, main
 
 if __name__ == "__main__":
-    sys.exit(cli.run(main, get_args_parser()))
+    sys.exit(cli.run(main, get_args_parser))

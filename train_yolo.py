@@ -10,4 +10,4 @@ from coco2yolo import cli
 from coco2yolo.training.train import get_args_parser, main
 
 if __name__ == "__main__":
-    sys.exit(cli.run(main, get_args_parser()))
+    sys.exit(cli.run(main, get_args_parser))

@@ -41,7 +41,7 @@ from killing import leftovers, run_and_kill, timed, tree_digest  # noqa: E402
 from coco2yolo import cli, label_issues, sidecar, submission  # noqa: E402
 from coco2yolo import inference as predict  # noqa: E402
 from coco2yolo.dataset import convert as conv  # noqa: E402
-from coco2yolo.evaluation import metrics as evaluation  # noqa: E402
+from coco2yolo.evaluation import command as evaluation  # noqa: E402
 from coco2yolo.fusion import ensemble as ensembling  # noqa: E402
 from coco2yolo.kfold import __main__ as kfold_cli  # noqa: E402
 

@@ -12,14 +12,12 @@ import contextlib
 import io
 import json
 import os
-import pickle
 import random
 import resource
 import signal
 import socket
 import subprocess
 import sys
-import zipfile
 from collections import Counter
 from pathlib import Path
 
@@ -178,7 +176,7 @@ def links_and_pipes(weights: Path, work: Path, n: int, seed: int) -> dict:
     from coco2yolo import inference as predict
     from coco2yolo import label_issues, submission
     from coco2yolo.dataset import convert as conv
-    from coco2yolo.evaluation import metrics as evaluation
+    from coco2yolo.evaluation import command as evaluation
 
     rng = random.Random(f"{seed}-links")
     c: Counter[str] = Counter()

@@ -10,4 +10,4 @@ from coco2yolo.dataset.convert import get_args_parser, main
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] in SUBCOMMANDS:
         sys.exit(run_subcommand(sys.argv[1], sys.argv[2:], prog="python -m coco2yolo"))
-    sys.exit(cli.run(main, get_args_parser()))
+    sys.exit(cli.run(main, get_args_parser))

@@ -115,7 +115,7 @@ def evaluate(gt: PathLike, results: list[PathLike], *, bootstrap: int = 1000, se
              backend: str = "faster", json: PathLike | None = None, plot: PathLike | None = None) -> dict[str, Any]:
     """Score results files against ground truth (``evaluate.py``); returns the metrics as ``--json`` writes
     them: ``files[i]`` (mAP50, mAP50_95, mAP50_ci95, per_class_AP50) and ``differences`` (paired, with ci95)."""
-    from coco2yolo.evaluation.metrics import evaluate_and_write
+    from coco2yolo.evaluation.command import evaluate_and_write
 
     return evaluate_and_write(str(gt), [str(p) for p in results], n_boot=bootstrap, seed=seed, max_dets=max_dets,
                               backend=backend, json_out=json, plot=plot)

@@ -13,6 +13,7 @@ import argparse
 import difflib
 import math
 import os
+import re
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -69,6 +70,49 @@ def number(lo: float | None = None, hi: float | None = None, *, lo_open: bool = 
     return parse
 
 
+_UNITS = {"s": 1 / 3600, "sec": 1 / 3600, "m": 1 / 60, "min": 1 / 60, "h": 1.0, "hr": 1.0}
+DURATION_HELP = "hours as Ultralytics takes them (0.5) or with a unit: 90s, 30m, 2h"
+
+
+def duration_hours(value: object) -> float:
+    """A duration in hours: a number (hours, as Ultralytics' ``time``) or text with a unit (``90s``, ``30m``,
+    ``2h``, ``1.5h``); ValueError with the accepted forms for anything else (negative, zero, NaN, ``5x``)."""
+    if isinstance(value, bool):
+        raise ValueError(f"a duration ({DURATION_HELP}), got {value!r}")
+    if isinstance(value, (int, float)):
+        hours = float(value)
+    else:
+        text = str(value).strip().lower()
+        unit = next((u for u in sorted(_UNITS, key=len, reverse=True) if text.endswith(u)), None)
+        try:
+            hours = float(text[: -len(unit)] if unit else text) * (_UNITS[unit] if unit else 1.0)
+        except ValueError:
+            raise ValueError(f"a duration ({DURATION_HELP}), got {str(value)[:40]!r}") from None
+    if not math.isfinite(hours) or hours <= 0:
+        raise ValueError(f"a positive duration ({DURATION_HELP}), got {str(value)[:40]!r}")
+    return hours
+
+
+def _duration(text: str) -> float:
+    try:
+        return duration_hours(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"must be {err}") from None
+
+
+_duration.__name__ = "duration"
+DURATION = _duration
+
+
+def format_hours(hours: float) -> str:
+    """``0.5`` -> ``30 min``; ``2.25`` -> ``2 h 15 min``; ``0.01`` -> ``36 s``."""
+    seconds = round(hours * 3600)
+    if seconds < 120:
+        return f"{seconds} s"
+    minutes = round(seconds / 60)
+    return f"{minutes} min" if minutes < 120 else f"{minutes // 60} h {minutes % 60:02d} min"
+
+
 FRACTION = number(0, 1)                         # [0, 1]: scores, probabilities
 IOU = number(0, 1, lo_open=True)                # (0, 1]
 POSITIVE_INT = number(1, integer=True)
@@ -76,12 +120,56 @@ NONNEG_INT = number(0, integer=True)
 SEED = number(0, 2**32 - 1, integer=True)       # numpy's and torch's seed range
 
 
+_KEY_VALUE = re.compile(r"([A-Za-z_][A-Za-z0-9_-]*)=(.*)", re.S)
+_TRUE, _FALSE = {"true", "1", "yes", "on", "y"}, {"false", "0", "no", "off", "n"}
+
+
+def key_values(parser: argparse.ArgumentParser, argv: Sequence[str]) -> list[str]:
+    """Ultralytics' ``key=value`` arguments as this parser's flags: ``epochs=3`` -> ``--epochs=3``,
+    ``cos_lr=true`` -> ``--cos-lr``, ``mosaic=false`` -> ``--no-mosaic``, ``weights=3,1`` -> ``--weights 3 1``;
+    a key that is no flag here but an Ultralytics train argument goes through ``--set key=value`` where the
+    parser has ``--set``. Anything else (a path, a positional value) is left as it is, and flags mix freely."""
+    flags = {s: a for a in parser._actions for s in a.option_strings}
+    out: list[str] = []
+    for i, tok in enumerate(argv):
+        m = _KEY_VALUE.fullmatch(tok) if not tok.startswith("-") and (i == 0 or not str(argv[i - 1]).startswith("-")
+                                                                      or argv[i - 1] in flags and flags[argv[i - 1]].nargs == 0) else None
+        flag = f"--{m.group(1).replace('_', '-')}" if m else None
+        if m is None or (flag not in flags and "--set" not in flags):
+            out.append(tok)
+            continue
+        value = m.group(2)
+        if flag not in flags:
+            out += ["--set", tok]
+            continue
+        action = flags[flag]
+        low, off = value.strip().lower(), f"--no-{flag[2:]}"
+        if low in _FALSE and off in flags:  # mosaic=false, amp=false, plots=false
+            out.append(off)
+        elif action.nargs in (0, "?") and low in _TRUE:  # a switch, or an option whose bare flag means on
+            out.append(flag)
+        elif action.nargs == 0:  # false for a switch without --no-: it stays off; anything else: argparse says
+            if low not in _FALSE:
+                out.append(f"{flag}={value}")
+        elif action.nargs in ("+", "*") or (isinstance(action.nargs, int) and action.nargs > 1):
+            items = [v.strip() for v in value.strip().strip("[]").split(",") if v.strip()]
+            out += [flag, *items]
+        else:
+            out.append(f"{flag}={value}")
+    return out
+
+
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse with one-line errors, a suggestion for a mistyped flag, and no prefix matching."""
+    """argparse with one-line errors, a suggestion for a mistyped flag, no prefix matching, and Ultralytics'
+    ``key=value`` form for every flag (see :func:`key_values`)."""
 
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("allow_abbrev", False)
         super().__init__(*args, **kwargs)
+
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
+        args = sys.argv[1:] if args is None else list(args)
+        return super().parse_known_args(key_values(self, [str(a) for a in args]), namespace)
 
     def error(self, message: str) -> None:  # type: ignore[override]
         if message.startswith("unrecognized arguments:"):
@@ -111,9 +199,19 @@ def _quiet_broken_pipe() -> None:
         pass
 
 
-def run(main: Callable[[argparse.Namespace], int | None], parser: argparse.ArgumentParser,
+def run(main: Callable[[argparse.Namespace], int | None],
+        parser: argparse.ArgumentParser | Callable[[], argparse.ArgumentParser],
         argv: Sequence[str] | None = None) -> int:
-    """Parse ``argv`` and call ``main``; a UserError becomes one line on stderr and status 2."""
+    """Parse ``argv`` and call ``main``; a UserError becomes one line on stderr and status 2.
+
+    ``parser``: the parser, or the function that builds it (then an error while building it, such as a
+    torch/torchvision pair that does not match, is one line too)."""
+    if not isinstance(parser, argparse.ArgumentParser):
+        try:
+            parser = parser()
+        except UserError as err:
+            print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
+            return EXIT_USER_ERROR
     args = parser.parse_args(argv)
     previous = None
     try:

@@ -20,7 +20,7 @@ SUBCOMMANDS = {
     "train": ("coco2yolo.training.train", "train a YOLO detector (train_yolo.py)"),
     "predict": ("coco2yolo.inference", "COCO results with the original ids (infer.py)"),
     "fuse": ("coco2yolo.fusion.ensemble", "fuse several models' results, or tune the fusion (ensemble.py)"),
-    "evaluate": ("coco2yolo.evaluation.metrics", "mAP50 with intervals and paired differences (evaluate.py)"),
+    "evaluate": ("coco2yolo.evaluation.command", "mAP50 with intervals and paired differences (evaluate.py)"),
     "kfold": ("coco2yolo.kfold.__main__", "the k-fold experiment in one command (python -m coco2yolo.kfold)"),
     "label-issues": ("coco2yolo.label_issues", "rank the annotations most likely wrong (python -m coco2yolo.label_issues)"),
     "submission": ("coco2yolo.submission", "check a competition submission CSV before upload"),
@@ -56,9 +56,17 @@ def usage() -> str:
 
 def run_subcommand(name: str, argv: Sequence[str], prog: str = "coco2yolo") -> int:
     """Run subcommand ``name`` with ``argv`` as its own script would; return the exit status."""
-    module = importlib.import_module(SUBCOMMANDS[name][0])
-    parser = module.get_args_parser()
-    parser.prog = f"{prog} {name}"
+    try:
+        module = importlib.import_module(SUBCOMMANDS[name][0])
+    except cli.UserError as err:  # a setup check at import (a torch/torchvision pair that does not match)
+        print(f"{prog} {name}: error: {err}", file=sys.stderr)
+        return cli.EXIT_USER_ERROR
+
+    def parser():
+        p = module.get_args_parser()
+        p.prog = f"{prog} {name}"
+        return p
+
     return cli.run(module.main, parser, argv)
 
 

@@ -37,7 +37,7 @@ from coco2yolo.dataset.convert import IMG_SUFFIXES, dataset_relpath
 from coco2yolo.errors import UserError
 from coco2yolo.fileio import atomic_paths, dumps_json, guard_outputs, make_dirs, require_file, write_inside
 from coco2yolo.images import MAX_PIXELS, file_problem, read_image
-from coco2yolo.submission import prediction_string
+from coco2yolo.results import prediction_string
 from coco2yolo.sidecar import resolve_sidecar
 
 

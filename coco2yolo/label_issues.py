@@ -37,11 +37,11 @@ import numpy as np
 from coco2yolo import cli
 from coco2yolo.boxes import iou_xyxy, xywh_to_xyxy
 from coco2yolo.cocodata import CategoryMap, load_dataset
-from coco2yolo.errors import UserError
+from coco2yolo.dataset.clean import ISSUE_KINDS as KINDS  # the kinds, beside the cleaning rule that drops them
+from coco2yolo.dataset.clean import read_issues  # noqa: F401 - the issues file is read where it is used
 from coco2yolo.fileio import guard_outputs, write_json, write_text
 from coco2yolo.results import Detections, load_results
 
-KINDS = ("wrong_class", "no_object", "missing", "bad_box")
 HIGH, LOW = 0.1, 0.25  # prediction scores: a missing box's, another explanation's (chosen on TrashNet, BENCHMARKS.md)
 IOU = 0.5  # a prediction at this IoU or more confirms (or contradicts) an annotation
 NEAR_IOU = 0.1  # a prediction of the class overlapping an annotation this much (below IOU) is a badly placed box
@@ -150,29 +150,6 @@ def render_issues(data: dict[str, Any], dets: Detections, issues: list[dict[str,
         counts=counts, note=note, high=args.high_conf, low=args.low_conf, versions=versions())
 
 
-def read_issues(path: str | Path, data: dict[str, Any], kinds: list[str]) -> tuple[set[int], dict[int, str]]:
-    """The annotation ids to drop from an issues file, checked against the dataset (id -> kind)."""
-    from coco2yolo.fileio import load_json
-
-    doc = load_json(path, "label issues")
-    rows = doc.get("issues") if isinstance(doc, dict) else doc
-    if not isinstance(rows, list):
-        raise UserError(f"{path}: expected the list written by python -m coco2yolo.label_issues")
-    by_id = {a["id"]: a for a in data["annotations"]}
-    out: dict[int, str] = {}
-    for i, r in enumerate(rows):
-        if not isinstance(r, dict) or r.get("kind") not in KINDS:
-            raise UserError(f"{path}: issue {i}: 'kind' must be one of {', '.join(KINDS)}")
-        if r["kind"] not in kinds or r.get("annotation_id") is None:
-            continue
-        a = by_id.get(r["annotation_id"])
-        if a is None or a["image_id"] != r.get("image_id"):
-            raise UserError(f"{path}: issue {i}: annotation {r['annotation_id']} (image {r.get('image_id')}) is not in "
-                            "this dataset; the issues file was made for another one")
-        out[r["annotation_id"]] = r["kind"]
-    return set(out), out
-
-
 def get_args_parser() -> argparse.ArgumentParser:
     p = cli.ArgumentParser(prog="python -m coco2yolo.label_issues",
                            description="Rank the annotations most likely wrong, from out-of-fold predictions.")
@@ -221,4 +198,4 @@ def main(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(cli.run(main, get_args_parser()))
+    sys.exit(cli.run(main, get_args_parser))

@@ -6,15 +6,19 @@ The loader checks every record and returns column arrays, which every stage work
 
 from __future__ import annotations
 
+import csv
+import math
 import os
+import re
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 import numpy as np
 
 from coco2yolo.cocodata import _is_int, describe_ids
 from coco2yolo.errors import UserError, short
-from coco2yolo.fileio import load_json, write_json
+from coco2yolo.fileio import load_json, open_regular, write_json
 
 
 @dataclass
@@ -104,13 +108,174 @@ def load_results(path: str | os.PathLike, image_ids: set[int] | None = None,
     if str(path).lower().endswith(".csv"):
         if images is None:
             raise UserError(f"{path}: a submission CSV names images by file_name; give the images JSON it is for")
-        from coco2yolo.submission import read_submission
-
         dets = read_submission(path, images)
         return parse_results(dets.to_records(), str(path), image_ids, category_ids) if len(dets) else dets
+    fast = _fast_results(path, image_ids, category_ids)
+    if fast is not None:
+        return fast
     return parse_results(load_json(path, "results file"), str(path), image_ids, category_ids)
+
+
+class _Record(msgspec.Struct):
+    """One results record as the fast reader decodes it (other keys are ignored, as the slow reader does)."""
+
+    image_id: int
+    category_id: int
+    bbox: tuple[float, float, float, float]
+    score: float
+
+
+_DECODER = msgspec.json.Decoder(list[_Record])
+
+
+def _fast_results(path: str | os.PathLike, image_ids: set[int] | None, category_ids: set[int] | None
+                  ) -> Detections | None:
+    """A valid results JSON read in C (msgspec: typed decoding, every field checked) and checked in numpy;
+    None for anything else (then :func:`parse_results` reads the file again and names the bad record).
+
+    Same arrays as :func:`parse_results` for every file it accepts; 4-6x faster on 260,000 records.
+    """
+    from coco2yolo.fileio import open_regular
+
+    try:
+        with open_regular(path, "results file") as fh:
+            data = fh.read()
+        recs = _DECODER.decode(data)
+    except (OSError, UserError, msgspec.DecodeError, RecursionError):
+        return None
+    n = len(recs)
+    try:
+        img = np.fromiter((r.image_id for r in recs), np.int64, n)
+        cat = np.fromiter((r.category_id for r in recs), np.int64, n)
+    except OverflowError:
+        return None
+    box = np.array([r.bbox for r in recs], np.float64).reshape(n, 4)
+    score = np.fromiter((r.score for r in recs), np.float64, n)
+    if n and (not np.isfinite(box).all() or not np.isfinite(score).all() or (box[:, 2:] < 0).any()):
+        return None
+    for ids, col in ((image_ids, img), (category_ids, cat)):
+        if ids is not None and n and not np.isin(col, np.fromiter(ids, np.int64, len(ids))).all():
+            return None
+    return Detections(img, cat, box, score)
 
 
 def save_results(path: str | os.PathLike, dets: Detections) -> None:
     """Write detections as a COCO results JSON, atomically."""
     write_json(path, dets.to_records())
+
+
+# --- the competition's submission CSV, read as predictions (written and checked by coco2yolo.submission) ---
+
+def prediction_string(cat_ids: np.ndarray, xyxy: np.ndarray, scores: np.ndarray) -> str:
+    """The competition's PredictionString: 'label score xmin ymin xmax ymax ...' (pixels, full precision)."""
+    return " ".join(f"{c} {s!r} {x1!r} {y1!r} {x2!r} {y2!r}"
+                    for c, (x1, y1, x2, y2), s in zip(cat_ids.tolist(), xyxy.tolist(), scores.tolist()))
+
+
+HEADER = ("PredictionString", "image_id")
+EDGE_TOL = 1e-3  # px a box may pass the image border by (float rounding) before it counts as outside
+
+
+def _rows(path: str | os.PathLike) -> tuple[list[tuple[int, str, str]], list[str]]:
+    """(line number, PredictionString, image_id) rows and the header problems, reading any column order."""
+    try:
+        with open_regular(path, "submission", "r", encoding="utf-8", newline="") as fh:
+            # a row is as long as its boxes: at most the file (csv's default limit, 131,072 characters, is
+            # 1,400 boxes at full precision)
+            csv.field_size_limit(max(csv.field_size_limit(), os.fstat(fh.fileno()).st_size + 1))
+            reader = csv.reader(fh)
+            header = next(reader, None)
+            if header is None:
+                return [], [f"{path}: empty file; expected the header {','.join(HEADER)}"]
+            header = [h.strip().lstrip("\ufeff") for h in header]
+            if not set(HEADER) <= set(header):
+                return [], [f"{path}: line 1: header {short(','.join(header))}; expected {','.join(HEADER)}"]
+            ip, ii = header.index("PredictionString"), header.index("image_id")
+            rows = []
+            for n, row in enumerate(reader, start=2):
+                if len(row) != len(header):
+                    rows.append((n, None, ",".join(row)))
+                else:
+                    rows.append((n, row[ip], row[ii]))
+            return rows, []
+    except FileNotFoundError:
+        raise UserError(f"submission not found: {path}") from None
+    except (UnicodeDecodeError, csv.Error) as err:
+        raise UserError(f"{path}: not a UTF-8 CSV file ({err})") from None
+    except OSError as err:
+        raise UserError(f"cannot read submission {path}: {err.strerror or err}") from None
+
+
+_PLAIN = re.compile(r"[0-9eE+\-. ]*")  # the characters of plain decimal numbers separated by ASCII spaces
+_ODD = re.compile(r"[^0-9eE+\-. ]")
+
+
+def _parse(pred: str, where: str, images: dict[str, Any] | None, cats: set[int] | None,
+           problems: list[str]) -> list[tuple[int, float, float, float, float, float]]:
+    if not _PLAIN.fullmatch(pred):
+        m = _ODD.search(pred)
+        ch = m.group(0)
+        problems.append(f"{where}: PredictionString holds {ch!a} (U+{ord(ch):04X}) at character {m.start() + 1}; "
+                        "only plain decimal numbers (ASCII digits, '.', '-', '+', 'e') separated by ASCII spaces "
+                        "are allowed")
+        return []
+    tokens = [t for t in pred.split(" ") if t]
+    if len(tokens) % 6:
+        problems.append(f"{where}: PredictionString has {len(tokens)} values, not a multiple of 6 "
+                        "(label score xmin ymin xmax ymax ...)")
+        return []
+    boxes = []
+    for k in range(0, len(tokens), 6):
+        label, *nums = tokens[k:k + 6]
+        box_no = k // 6 + 1
+        try:
+            c = int(label)
+        except ValueError:
+            problems.append(f"{where}: box {box_no}: label {short(label)} is not an integer category id")
+            continue
+        try:
+            s, x1, y1, x2, y2 = (float(v) for v in nums)
+        except ValueError:
+            problems.append(f"{where}: box {box_no}: {short(' '.join(nums))} are not numbers")
+            continue
+        if not all(math.isfinite(v) for v in (s, x1, y1, x2, y2)):
+            problems.append(f"{where}: box {box_no}: score and coordinates must be finite, got {' '.join(nums)}")
+            continue
+        if cats is not None and c not in cats:
+            problems.append(f"{where}: box {box_no}: label {c} is not a category (allowed: {describe_ids(cats)})")
+        if not 0 <= s <= 1:
+            problems.append(f"{where}: box {box_no}: score {s:g} is outside [0, 1]")
+        if not (x2 > x1 and y2 > y1):
+            problems.append(f"{where}: box {box_no}: [{x1:g} {y1:g} {x2:g} {y2:g}] has no area (need xmin < xmax, "
+                            "ymin < ymax)")
+        elif images is not None and (x1 < -EDGE_TOL or y1 < -EDGE_TOL or x2 > images["width"] + EDGE_TOL
+                                     or y2 > images["height"] + EDGE_TOL):
+            problems.append(f"{where}: box {box_no}: [{x1:g} {y1:g} {x2:g} {y2:g}] leaves the "
+                            f"{images['width']:g}x{images['height']:g} image")
+        boxes.append((c, s, x1, y1, x2, y2))
+    return boxes
+
+
+def read_submission(path: str | os.PathLike, images: list[dict[str, Any]]) -> Detections:
+    """A submission CSV as predictions (COCO xywh, ids from ``images``' file_names); UserError on the
+    first problem."""
+    by_name = {im["file_name"]: im["id"] for im in images}
+    rows, problems = _rows(path)
+    ids, cats, boxes, scores = [], [], [], []
+    for n, pred, name in rows:
+        where = f"{path}: line {n}"
+        if pred is None:
+            raise UserError(f"{where}: expected 2 columns ({','.join(HEADER)}), got {short(name)}")
+        if name not in by_name:
+            raise UserError(f"{where}: image_id {short(name)} is not a file_name of the images it is scored on")
+        for c, s, x1, y1, x2, y2 in _parse(pred, where, None, None, problems):
+            ids.append(by_name[name])
+            cats.append(c)
+            boxes.append((x1, y1, x2 - x1, y2 - y1))
+            scores.append(s)
+        if problems:
+            break
+    if problems:
+        raise UserError(problems[0])
+    return Detections(np.array(ids, np.int64), np.array(cats, np.int64), np.array(boxes, np.float64).reshape(-1, 4),
+                      np.array(scores, np.float64))

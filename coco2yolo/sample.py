@@ -131,4 +131,4 @@ def main(args: argparse.Namespace) -> int:
 if __name__ == "__main__":
     import sys
 
-    sys.exit(cli.run(main, get_args_parser()))
+    sys.exit(cli.run(main, get_args_parser))

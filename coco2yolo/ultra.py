@@ -100,6 +100,7 @@ def setup(threads: int | None = None) -> ModuleType:
     """
     global _ready
     if not _ready:
+        check_torch_pair()
         if "ultralytics" in sys.modules:
             raise RuntimeError("ultralytics was imported before coco2yolo.ultra.setup(); call setup() "
                                "first so that it starts offline")
@@ -120,6 +121,29 @@ def setup(threads: int | None = None) -> ModuleType:
         _ready = True
     torch_utils.NUM_THREADS = threads or os.cpu_count() or 1
     return ultralytics
+
+
+def check_torch_pair() -> None:
+    """A torchvision built for another torch fails deep inside Ultralytics (``operator torchvision::nms does not
+    exist``): say which pair to install, in one line, before anything else runs."""
+    from importlib import metadata
+
+    from coco2yolo.errors import UserError
+
+    try:
+        import torchvision  # noqa: F401 - importing it is the check
+    except (RuntimeError, ImportError, OSError) as err:
+        try:
+            tv = metadata.version("torchvision")
+            t = metadata.version("torch")
+        except metadata.PackageNotFoundError:
+            raise UserError(f"torch and torchvision must both be installed ({' '.join(str(err).split())[:120]})") \
+                from None
+        base = t.split("+")[0].split(".")
+        want = f"0.{int(base[1]) + 15}" if len(base) > 1 and base[0] == "2" and base[1].isdigit() else "the matching one"
+        raise UserError(f"torchvision {tv} does not work with torch {t} ({' '.join(str(err).split())[:80]}): install "
+                        f"the pair built together, torchvision {want}.x for torch {'.'.join(base[:2])} (requirements.txt "
+                        "pins torch 2.14.1 with torchvision 0.29.1)") from None
 
 
 def trust_checkpoints(trust: bool) -> None:

@@ -62,3 +62,56 @@ def test_input_is_not_modified():
     before = repr(data)
     clean_dataset(data, CategoryMap(data["categories"]), CleanConfig())
     assert repr(data) == before
+
+
+def _quadratic_rule(xyxy, thr):
+    """The duplicate rule as first written: the full IoU matrix, kept boxes checked in order."""
+    import numpy as np
+
+    from coco2yolo.boxes import iou_xyxy
+
+    iou, alive, dropped = iou_xyxy(xyxy, xyxy), [], np.zeros(len(xyxy), bool)
+    for j in range(len(xyxy)):
+        if any(iou[j, k] >= thr for k in alive):
+            dropped[j] = True
+        else:
+            alive.append(j)
+    return dropped
+
+
+def test_the_duplicate_sweep_equals_the_quadratic_rule():
+    import numpy as np
+
+    from coco2yolo.dataset.clean import _greedy_duplicates
+
+    rng = np.random.default_rng(0)
+    for trial in range(400):
+        n = int(rng.integers(2, 60))
+        x, y = rng.integers(0, 20, n).astype(float), rng.integers(0, 20, n).astype(float)
+        w, h = rng.integers(0, 8, n).astype(float), rng.integers(0, 8, n).astype(float)
+        if trial % 4 == 0:
+            w[:] = 0  # degenerate boxes
+        xyxy = np.stack([x, y, x + w, y + h], 1)
+        thr = float(rng.choice([0.3, 0.5, 0.95, 1.0, 0.0]))
+        assert (_greedy_duplicates(xyxy, thr) == _quadratic_rule(xyxy, thr)).all(), (trial, thr)
+
+
+def test_twenty_thousand_boxes_in_one_image_clean_quickly():
+    """A dense scene: 20,000 boxes of one class in one image, 200 of them repeated (bench/bench_clean.py times it)."""
+    import time
+
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    boxes = [[float(v) for v in (rng.random() * 3900, rng.random() * 3900, 5 + rng.random() * 90, 5 + rng.random() * 90)]
+             for _ in range(19800)]
+    boxes += boxes[:200]
+    data = {"images": [{"id": 0, "file_name": "a.jpg", "width": 4000, "height": 4000}],
+            "categories": [{"id": 0, "name": "can"}],
+            "annotations": [{"id": i, "image_id": 0, "category_id": 0, "bbox": b} for i, b in enumerate(boxes)]}
+    data = validate_dataset(data, "t.json")
+    t0 = time.perf_counter()
+    cleaned, rep = clean_dataset(data, CategoryMap(data["categories"]), CleanConfig())
+    assert rep["rules"]["duplicate"]["count"] >= 200
+    assert {a["id"] for a in cleaned["annotations"]} >= set(range(200))  # the first of each pair is kept
+    assert time.perf_counter() - t0 < 60  # generous: a quadratic rule needs 25 GB here; the timing is in bench/

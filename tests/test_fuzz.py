@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from coco2yolo import cli, sidecar
 from coco2yolo.dataset import convert as conv
 from coco2yolo.fusion import ensemble as ensembling
-from coco2yolo.evaluation import metrics as evaluation
+from coco2yolo.evaluation import command as evaluation
 from coco2yolo import inference as predict
 from coco2yolo.training import train as train
 from coco2yolo.cocodata import CategoryMap

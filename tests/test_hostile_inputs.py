@@ -5,7 +5,6 @@ machine's failures are one line, and the submission CSV reads the grader's gramm
 from __future__ import annotations
 
 import errno
-import io
 import json
 import os
 import resource
@@ -26,7 +25,7 @@ from coco2yolo import label_issues as li
 from coco2yolo import submission
 from coco2yolo.dataset import convert as conv
 from coco2yolo.dataset.geometry import turn_xyxy
-from coco2yolo.evaluation import metrics as evaluation
+from coco2yolo.evaluation import command as evaluation
 from coco2yolo.fusion import ensemble as ensembling
 from coco2yolo.images import probe
 from conftest import ROOT, run_cli, write_json

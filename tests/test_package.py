@@ -239,7 +239,7 @@ def test_submission_check_names_every_problem(tmp_path, capsys):
 
 def test_written_numbers_keep_full_precision(tmp_path, capsys):
     """The fused file equals the in-memory fusion exactly, and metrics equal pycocotools exactly."""
-    from coco2yolo.evaluation import metrics
+    from coco2yolo.evaluation import command
     from coco2yolo.fusion import ensemble
     from coco2yolo.fusion.kernels import fuse
     from coco2yolo.results import load_results
@@ -264,7 +264,7 @@ def test_written_numbers_keep_full_precision(tmp_path, capsys):
     want = fuse([load_results(f) for f in files], ids, np.array([[97.0, 61.0]] * 5))
     got = load_results(tmp_path / "f.json")
     assert np.array_equal(got.xywh, want.xywh) and np.array_equal(got.score, want.score)
-    metrics.evaluate_and_write(str(gt), [str(tmp_path / "f.json")], n_boot=0, json_out=str(tmp_path / "m.json"),
+    command.evaluate_and_write(str(gt), [str(tmp_path / "f.json")], n_boot=0, json_out=str(tmp_path / "m.json"),
                                backend="pycocotools")
     import contextlib
     import io

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from coco2yolo.evaluation import metrics, tide
+from coco2yolo.evaluation import command, metrics, tide
 from coco2yolo.results import Detections
 from conftest import run_cli, write_json
 
@@ -50,7 +50,7 @@ def _case(root: Path):
 
 def test_confusion_matrix_and_error_types_on_a_known_case(tmp_path):
     gt, preds = _case(tmp_path)
-    out = metrics.evaluate_and_write(str(gt), [str(preds)], n_boot=50, json_out=str(tmp_path / "m.json"),
+    out = command.evaluate_and_write(str(gt), [str(preds)], n_boot=50, json_out=str(tmp_path / "m.json"),
                                      report=str(tmp_path / "r.html"))
     f = out["files"][0]
     cm = np.array(f["confusion"]["counts"])  # rows true a b c background, columns predicted a b c background
@@ -89,7 +89,7 @@ def test_tide_costs_on_a_hand_computed_case():
 def test_report_without_images_leaves_the_gallery_out_with_a_note(tmp_path):
     gt, preds = _case(tmp_path)
     shutil.rmtree(tmp_path / "img")
-    metrics.evaluate_and_write(str(gt), [str(preds)], n_boot=20, report=str(tmp_path / "r.html"))
+    command.evaluate_and_write(str(gt), [str(preds)], n_boot=20, report=str(tmp_path / "r.html"))
     page = (tmp_path / "r.html").read_text()
     assert "images not found under" in page and "data:image/jpeg" not in page and "Confusion matrix" in page
 
@@ -98,7 +98,7 @@ def test_report_size_cap(tmp_path):
     gt, preds = _case(tmp_path)
     from coco2yolo.evaluation.report import ReportOptions
 
-    metrics.evaluate_and_write(str(gt), [str(preds)], n_boot=20, report=str(tmp_path / "r.html"),
+    command.evaluate_and_write(str(gt), [str(preds)], n_boot=20, report=str(tmp_path / "r.html"),
                                report_options=ReportOptions(max_mb=0.2))
     page = (tmp_path / "r.html").read_text()
     assert len(page.encode()) < 0.3e6 and "MB cap" in page
@@ -111,7 +111,7 @@ def test_bad_inputs_are_one_line(tmp_path, capsys, what, match):
     bad = tmp_path / "bad.json"
     bad.write_text({"unknown image": json.dumps([{"image_id": 99, "category_id": 0, "bbox": [1, 1, 2, 2],
                                                    "score": 0.5}]), "empty": "", "not a list": "{}"}[what])
-    code, _, err = run_cli(metrics.main, metrics.get_args_parser(),
+    code, _, err = run_cli(command.main, command.get_args_parser(),
                            ["--gt", gt, bad, "--report", tmp_path / "r.html"], capsys)
     assert code == 2 and match in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "r.html").exists()
@@ -143,7 +143,7 @@ def _value(doc, path: str):
 def test_the_page_in_headless_chromium(tmp_path):
     gt, preds = _case(tmp_path)
     other = write_json(tmp_path / "other.json", json.loads(preds.read_text())[:4])
-    metrics.evaluate_and_write(str(gt), [str(preds), str(other)], n_boot=100, json_out=str(tmp_path / "m.json"),
+    command.evaluate_and_write(str(gt), [str(preds), str(other)], n_boot=100, json_out=str(tmp_path / "m.json"),
                                report=str(tmp_path / "r.html"))
     doc = json.loads((tmp_path / "m.json").read_text())
     browser = _browser()

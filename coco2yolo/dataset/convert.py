@@ -62,6 +62,7 @@ class ConvertOptions:
     strict: bool = False  # an unusable image file, or one whose size or orientation disagrees with the JSON, is
     # an error instead of being skipped or fitted
     max_pixels: int = MAX_PIXELS  # a photo with more pixels is skipped (Ultralytics would decode all of them)
+    all_train: bool = False  # a refit: every image trains; data.yaml's val names the training images
     drop_annotations: Path | None = None  # an issues file of python -m coco2yolo.label_issues
     issue_kinds: tuple[str, ...] = ("wrong_class", "no_object", "bad_box")
 
@@ -214,6 +215,9 @@ def _check_split(fold: np.ndarray, val_fold: int, opts: ConvertOptions, n_images
 def convert(json_path: str | os.PathLike, out: str | os.PathLike, opts: ConvertOptions) -> ConvertResult:
     """Convert one COCO dataset JSON into a YOLO dataset folder at ``out`` (see module doc)."""
     json_path, out = Path(json_path), Path(out).absolute()
+    from coco2yolo.fileio import require_file
+
+    require_file(json_path, "COCO JSON")  # before the folder beside it is looked for
     root = Path(opts.images_root) if opts.images_root else json_path.parent
     if not root.is_dir():
         raise UserError(f"--images {root} is not a folder")
@@ -231,7 +235,12 @@ def convert(json_path: str | os.PathLike, out: str | os.PathLike, opts: ConvertO
                             "(without them it is written as an image list for prediction)")
         return _write_image_list(data, json_path, out, root, opts)
     cmap = CategoryMap(data["categories"], str(json_path))
-    shares, val_fold = split_shares(opts.folds, opts.fold, None if opts.folds else opts.val_fraction)
+    if opts.all_train:
+        if opts.folds is not None or opts.fold is not None:
+            raise UserError("--all-train puts every image in training: drop --folds and --fold")
+        shares, val_fold = [1.0], -1
+    else:
+        shares, val_fold = split_shares(opts.folds, opts.fold, None if opts.folds else opts.val_fraction)
     if opts.crowd not in ("drop", "keep"):
         raise UserError(f"--crowd must be drop or keep, got {opts.crowd!r}")
     _check_images(data["images"], root, str(json_path))
@@ -254,7 +263,7 @@ def convert(json_path: str | os.PathLike, out: str | os.PathLike, opts: ConvertO
                         f"{len(data['images'])} usable")
     clean_cfg = opts.clean
     if opts.drop_annotations is not None:
-        from coco2yolo.label_issues import read_issues
+        from coco2yolo.dataset.clean import read_issues
 
         ids, _ = read_issues(opts.drop_annotations, data, list(opts.issue_kinds))
         base = clean_cfg if clean_cfg is not None else CleanConfig(**{r: False for r in RULES})
@@ -269,7 +278,8 @@ def convert(json_path: str | os.PathLike, out: str | os.PathLike, opts: ConvertO
 
     image_ids, counts = class_count_matrix(data, cmap)
     fold = assign_folds(counts, shares, opts.seed)
-    _check_split(fold, val_fold, opts, len(image_ids))
+    if not opts.all_train:
+        _check_split(fold, val_fold, opts, len(image_ids))
     result.split_text, result.max_share_deviation_pp = split_table(counts, fold, cmap.names)
     split_of = {iid: ("val" if f == val_fold else "train") for iid, f in zip(image_ids, fold.tolist())}
 
@@ -283,7 +293,7 @@ def convert(json_path: str | os.PathLike, out: str | os.PathLike, opts: ConvertO
 
     with atomic_dir(out, MARKER) as tmp:
         result.images, result.boxes, linked = _write_yolo_files(tmp, data, anns_of, split_of, cmap, root, opts)
-        _write_yaml(tmp / "data.yaml", out, cmap, json_path)
+        _write_yaml(tmp / "data.yaml", out, cmap, json_path, val="images/train" if opts.all_train else "images/val")
         cmap.save(tmp / "categories.json")
         for name in ("train", "val"):
             ids = {i for i, s in split_of.items() if s == name}
@@ -353,8 +363,8 @@ def _write_yolo_files(tmp: Path, data: dict[str, Any], anns_of: dict[int, list[d
     return dict(n_images), dict(n_lines), linked
 
 
-def _write_yaml(path: Path, out: Path, cmap: CategoryMap, source: Path) -> None:
-    body = yaml.safe_dump({"path": str(out), "train": "images/train", "val": "images/val",
+def _write_yaml(path: Path, out: Path, cmap: CategoryMap, source: Path, val: str = "images/val") -> None:
+    body = yaml.safe_dump({"path": str(out), "train": "images/train", "val": val,
                            "nc": len(cmap), "names": dict(enumerate(cmap.names))},
                           sort_keys=False, allow_unicode=True)
     write_text(path, f"# written by coco2yolo from {str(source.absolute())!a}\n"
@@ -385,6 +395,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     s.add_argument("--val-fraction", type=cli.number(0, 1, lo_open=True, hi_open=True), default=None,
                    help="single split with this share of images in val (default 0.2 without --folds)")
     s.add_argument("--seed", type=cli.SEED, default=0, help="split seed (default 0)")
+    s.add_argument("--all-train", action="store_true",
+                   help="no split: every image trains (a refit on the whole set); data.yaml validates on the training "
+                        "images, which only tells how training went, and val.json is empty")
     c = p.add_argument_group("cleaning (with --clean; rules: " + ", ".join(RULES) + ")")
     d = CleanConfig()
     c.add_argument("--clean", action="store_true", help="apply the cleaning rules and report them")
@@ -414,6 +427,8 @@ def get_args_parser() -> argparse.ArgumentParser:
 def options_from_args(args: argparse.Namespace) -> ConvertOptions:
     if args.folds is not None and args.val_fraction is not None:
         raise UserError("use either --folds K --fold I or --val-fraction F, not both")
+    if args.all_train and args.val_fraction is not None:
+        raise UserError("--all-train puts every image in training: drop --val-fraction")
     clean = None
     if args.clean:
         clean = CleanConfig(min_wh=args.min_wh, min_area=args.min_area, dup_iou=args.dup_iou,
@@ -425,7 +440,7 @@ def options_from_args(args: argparse.Namespace) -> ConvertOptions:
     return ConvertOptions(images_root=args.images, clean=clean, folds=args.folds, fold=args.fold,
                           val_fraction=0.2 if args.val_fraction is None else args.val_fraction,
                           seed=args.seed, copy=args.copy, crowd=args.crowd, strict=args.strict,
-                          max_pixels=args.max_pixels,
+                          max_pixels=args.max_pixels, all_train=args.all_train,
                           drop_annotations=args.drop_annotations, issue_kinds=tuple(args.issue_kinds))
 
 

@@ -14,17 +14,21 @@ def colour(key: str) -> tuple[int, int, int]:
     return tuple(int(v) for v in np.random.default_rng(zlib.crc32(key.encode())).integers(60, 255, 3))
 
 
+# what a box is, by colour (BGR): found by the model, missed by it, a false alarm
+FOUND, MISSED, FALSE_ALARM = (60, 160, 40), (0, 140, 255), (50, 40, 215)
+
+
 def draw_boxes(img: np.ndarray, xyxy: np.ndarray, captions: list[str], keys: list[str] | None = None,
-               thickness: int = 2) -> np.ndarray:
-    """Boxes with captions on a copy of a BGR image; ``keys`` pick the colours (default: the captions'
-    first word, i.e. the class)."""
+               thickness: int = 2, colours: list[tuple[int, int, int]] | None = None) -> np.ndarray:
+    """Boxes with captions on a copy of a BGR image; ``colours`` per box, else ``keys`` pick them (default:
+    the captions' first word, i.e. the class)."""
     import cv2
 
     out = img.copy()
     keys = keys or [c.rsplit(" ", 1)[0] for c in captions]
+    colours = colours or [colour(k) for k in keys]
     scale = max(0.4, min(1.2, max(img.shape[:2]) / 1000))
-    for (x1, y1, x2, y2), text, key in zip(np.asarray(xyxy).astype(int).tolist(), captions, keys):
-        c = colour(key)
+    for (x1, y1, x2, y2), text, c in zip(np.asarray(xyxy).astype(int).tolist(), captions, colours):
         cv2.rectangle(out, (x1, y1), (x2, y2), c, thickness)
         (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.5 * scale, 1)
         cv2.rectangle(out, (x1, max(0, y1 - th - 4)), (x1 + tw + 2, max(th + 4, y1)), c, -1)
@@ -33,12 +37,19 @@ def draw_boxes(img: np.ndarray, xyxy: np.ndarray, captions: list[str], keys: lis
 
 
 def thumbnail(img: np.ndarray, max_side: int) -> np.ndarray:
+    return thumbnail_scale(img, max_side)[0]
+
+
+def thumbnail_scale(img: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
+    """The image shrunk to ``max_side`` (never enlarged) and the factor, so boxes can be drawn after the resize
+    (captions at a readable size whatever the photo's)."""
     import cv2
 
     h, w = img.shape[:2]
     f = max_side / max(h, w)
-    return img if f >= 1 else cv2.resize(img, (max(1, round(w * f)), max(1, round(h * f))),
-                                         interpolation=cv2.INTER_AREA)
+    if f >= 1:
+        return img, 1.0
+    return cv2.resize(img, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA), f
 
 
 def crop(img: np.ndarray, xyxy: np.ndarray, context: float = 1.0, min_side: int = 96) -> tuple[np.ndarray, np.ndarray]:

@@ -35,7 +35,7 @@ class ReportOptions:
     max_mb: float = 20.0      # inlined pictures at most (charts first, then photos)
     worst: int = 12           # images in the gallery of worst images
     false_alarms: int = 16    # most confident false alarms shown
-    thumb: int = 420          # longest side of a gallery picture, px
+    thumb: int = 640          # longest side of a gallery picture, px
 
 
 def _fmt(v: float | None, signed: bool = False) -> str:
@@ -96,6 +96,7 @@ def _gallery(gt: dict[str, Any], gt_data: dict[str, Any], dets: Detections, cmap
     false alarms, drawn; a note instead when the images are not on disk."""
     names = {c.category_id: c.name for c in cmap.categories}
     file_of = {im["id"]: im["file_name"] for im in gt_data["images"]}
+    shown_of = {im["id"]: im.get("original_file_name") or im["file_name"] for im in gt_data["images"]}  # the user's name
     anns_of: dict[int, list[int]] = {}
     for k, a in enumerate(gt["annotations"]):
         anns_of.setdefault(a["image_id"], []).append(k)
@@ -119,18 +120,24 @@ def _gallery(gt: dict[str, Any], gt_data: dict[str, Any], dets: Detections, cmap
         g_idx = anns_of.get(iid, [])
         g_box = np.array([gt["annotations"][k]["bbox"] for k in g_idx], float).reshape(-1, 4)
         g_box[:, 2:] += g_box[:, :2]
-        left = gallery.draw_boxes(img, g_box, [names[gt["annotations"][k]["category_id"]] for k in g_idx])
-        sel = keep.image_id == iid
+        small, f = gallery.thumbnail_scale(img, opts.thumb)
+        found = [bool(at_conf["gt_matched"][k]) for k in g_idx]
+        left = gallery.draw_boxes(small, g_box * f, [("" if ok else "missed: ") + names[gt["annotations"][k]["category_id"]]
+                                                     for k, ok in zip(g_idx, found)],
+                                  colours=[gallery.FOUND if ok else gallery.MISSED for ok in found])
+        sel = np.flatnonzero(keep.image_id == iid)
         p_box = keep.xywh[sel].copy()
         p_box[:, 2:] += p_box[:, :2]
-        right = gallery.draw_boxes(img, p_box, [f"{names.get(int(c), c)} {s:.2f}" for c, s in
-                                                zip(keep.category_id[sel].tolist(), keep.score[sel].tolist())],
-                                   [names.get(int(c), str(c)) for c in keep.category_id[sel].tolist()])
-        pic = gallery.side_by_side(gallery.thumbnail(left, opts.thumb), gallery.thumbnail(right, opts.thumb))
+        wrong = [at_conf["det_error"][k] in tide.TYPES for k in sel.tolist()]
+        right = gallery.draw_boxes(small, p_box * f, [f"{names.get(int(keep.category_id[k]), k)} {keep.score[k]:.2f}"
+                                                      + (f" ({at_conf['det_error'][k]})" if bad else "")
+                                                      for k, bad in zip(sel.tolist(), wrong)],
+                                   colours=[gallery.FALSE_ALARM if bad else gallery.FOUND for bad in wrong])
+        pic = gallery.side_by_side(left, right)
         uri = gallery.jpeg_uri(pic, budget)
         if uri is None:
             break
-        worst.append({"file_name": file_of[iid], "image_id": iid, "missed": miss.get(iid, 0),
+        worst.append({"file_name": shown_of[iid], "image_id": iid, "missed": miss.get(iid, 0),
                       "false_alarms": false.get(iid, 0), "uri": uri})
     alarms = []
     err = errors["det_error"]
@@ -146,17 +153,20 @@ def _gallery(gt: dict[str, Any], gt_data: dict[str, Any], dets: Detections, cmap
         g_idx = anns_of.get(iid, [])
         g_box = np.array([gt["annotations"][j]["bbox"] for j in g_idx], float).reshape(-1, 4)
         g_box[:, 2:] += g_box[:, :2]
-        truth = gallery.draw_boxes(region, g_box - off, [f"true: {names[gt['annotations'][j]['category_id']]}"
-                                                         for j in g_idx], ["truth"] * len(g_idx), thickness=1)
+        small, f = gallery.thumbnail_scale(region, opts.thumb // 2 + 60)
+        truth = gallery.draw_boxes(small, (g_box - off) * f, [f"true: {names[gt['annotations'][j]['category_id']]}"
+                                                              for j in g_idx], thickness=1,
+                                   colours=[gallery.FOUND] * len(g_idx))
         name = names.get(int(dets.category_id[k]), str(int(dets.category_id[k])))
-        pic = gallery.draw_boxes(truth, (box - off)[None], [f"{name} {dets.score[k]:.2f}"], ["false alarm"])
-        uri = gallery.jpeg_uri(gallery.thumbnail(pic, opts.thumb // 2 + 60), budget)
+        pic = gallery.draw_boxes(truth, ((box - off) * f)[None], [f"{name} {dets.score[k]:.2f}"],
+                                 colours=[gallery.FALSE_ALARM])
+        uri = gallery.jpeg_uri(pic, budget)
         if uri is None:
             break
         gt_of = int(errors["det_gt"][k])
         why = tide.NAMES[err[k]] + (f": the box is {names[gt['annotations'][gt_of]['category_id']]}"
                                      if err[k] == "cls" and gt_of >= 0 else "")
-        alarms.append({"file_name": file_of[iid], "class": name, "score": float(dets.score[k]), "error": why,
+        alarms.append({"file_name": shown_of[iid], "class": name, "score": float(dets.score[k]), "error": why,
                        "uri": uri})
     note = None
     if budget.refused:

@@ -58,6 +58,7 @@ def main(args: argparse.Namespace) -> int:
     from coco2yolo import ultra
     from coco2yolo.fileio import guard_outputs, make_dirs, write_text
     from coco2yolo.kfold import steps
+    from coco2yolo.kfold.estimate import Estimator, fit
     from coco2yolo.kfold.experiment import load_experiment
     from coco2yolo.kfold.plan import build
     from coco2yolo.kfold.runner import Runner
@@ -71,17 +72,23 @@ def main(args: argparse.Namespace) -> int:
             raise UserError(f"{args.experiment}: {what} {path} not found")
     guard_outputs({"out": exp.out}, {"train": exp.train, "test": exp.test, "images": exp.images,
                                      "the experiment file": exp.path}, folders={"out"})
-    jobs = build(exp, {"oof_gt": steps.oof_gt, "merge": steps.merge, "summary": steps.summary})
-    runner = Runner(exp, jobs, devices, shard, shards, args.only)
+    internal = {"oof_gt": steps.oof_gt, "merge": steps.merge, "summary": steps.summary}
+    if not args.dry_run:
+        make_dirs(exp.out)
+        if not os.access(exp.out, os.W_OK):
+            raise UserError(f"{args.experiment}: out {exp.out} is not writable")
+        write_text(exp.out / "experiment.yaml", exp.path.read_text(encoding="utf-8"))
+    if exp.search is not None and args.only in (None, "search", "convert") and not args.dry_run:
+        _run_search(exp, devices, build(exp, internal), shard, shards, args.only)
+        if args.only == "search":
+            return 0
+    estimator = Estimator(exp, devices[0], sys.stdout)
+    jobs, estimates, times = fit(exp, lambda t: build(exp, internal, t), estimator)
+    runner = Runner(exp, jobs, devices, shard, shards, args.only if args.only != "search" else None,
+                    estimates=estimates, learn=estimator)
     if args.dry_run:
-        for j in jobs:
-            who = "" if runner.owner[j.id] == shard else f" [shard {runner.owner[j.id]}]"
-            print(f"[{runner.status(j)}]{who} {j.id}\n    {j.shown(exp, devices[0])}")
+        _print_plan(exp, jobs, runner, estimates, times, devices, shard)
         return 0
-    make_dirs(exp.out)
-    if not os.access(exp.out, os.W_OK):
-        raise UserError(f"{args.experiment}: out {exp.out} is not writable")
-    write_text(exp.out / "experiment.yaml", exp.path.read_text(encoding="utf-8"))
     runner.run()
     summary = exp.out / "summary.json"
     if summary.exists() and all(runner.done(j) for j in jobs):
@@ -91,5 +98,58 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_search(exp, devices: list[str], jobs: list, shard: int, shards: int, only: str | None) -> None:
+    """The recipe search, before any training: its fold converted first, then the trials (every shard takes
+    part: each asks the shared study for its own trials)."""
+    from coco2yolo.kfold.runner import Runner
+    from coco2yolo.kfold.experiment import best_entry
+    from coco2yolo.kfold.search import SearchRun
+
+    convert = [j for j in jobs if j.id == f"convert/fold{exp.search.fold}"]
+    Runner(exp, convert, devices, 0, 1).run()
+    if only == "convert":
+        return
+    if best_entry(exp) is not None and only != "search" and _search_done(exp):
+        print(f"skip search (done: {exp.out / 'search' / 'best.yaml'})")
+        return
+    best = SearchRun(exp, devices).run()
+    if best is None:
+        raise UserError(f"the recipe search finished without a complete trial (every trial failed or was pruned); "
+                        f"see {exp.out / 'search' / 'trials.csv'} and {exp.out / 'logs'}")
+    print(f"search: best recipe -> {exp.out / 'search' / 'best.yaml'}: "
+          + " ".join(f"{k}={v}" for k, v in best.items() if k in exp.search.space))
+
+
+def _search_done(exp) -> bool:
+    from coco2yolo.kfold.search import SearchRun
+
+    run = SearchRun(exp, ["cpu"])
+    return run.done()
+
+
+def _print_plan(exp, jobs, runner, estimates, times, devices, shard) -> None:
+    from coco2yolo import cli
+    from coco2yolo.kfold.estimate import describe
+
+    if exp.search is not None:
+        s = exp.search
+        budget = f", budget {cli.format_hours(s.budget_hours)}" if s.budget_hours else ""
+        print(f"[search] {s.trials} trials of {s.base} over {', '.join(s.space)} on fold {s.fold} ({s.pruner}"
+              f"{budget}); its winner trains as search_best once it is done")
+    for j in jobs:
+        who = "" if runner.owner[j.id] == shard else f" [shard {runner.owner[j.id]}]"
+        print(f"[{runner.status(j)}]{who} {j.id}  {describe(estimates[j.id])}\n    {j.shown(exp, devices[0])}")
+    spent = sum(e.seconds for e in estimates.values())
+    search = (exp.search.budget_hours or 0) if exp.search is not None else 0
+    line = f"estimated device time: {cli.format_hours(spent / 3600 + search)}"
+    if search:
+        line += f" (the search's {cli.format_hours(search)} included)"
+    if exp.budget_hours:
+        line += f" of a budget of {cli.format_hours(exp.budget_hours)}"
+    if times:
+        line += "; time: auto -> " + ", ".join(f"{k} {cli.format_hours(v)} a fold" for k, v in times.items())
+    print(line)
+
+
 if __name__ == "__main__":
-    sys.exit(cli.run(main, get_args_parser()))
+    sys.exit(cli.run(main, get_args_parser))

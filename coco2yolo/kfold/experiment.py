@@ -8,6 +8,7 @@ relative to the working folder. See ``coco2yolo/cfg/experiment.yaml`` for a comm
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +17,9 @@ from typing import Any
 from coco2yolo import cli
 from coco2yolo.errors import UserError, short
 
-TOP_KEYS = ("train", "test", "out", "images", "convert", "models", "predict", "fuse", "devices", "bootstrap")
+TOP_KEYS = ("train", "test", "out", "images", "convert", "models", "predict", "fuse", "devices", "bootstrap", "budget",
+            "search", "final")
+FINALS = ("refit", "folds", "both")
 # converter flags the experiment sets itself
 CONVERT_MANAGED = {"json", "out", "fold", "val_fraction", "images"}
 # train_yolo.py keys the experiment sets itself
@@ -33,6 +36,23 @@ class Model:
     train_args: list[str]          # train_yolo.py flags (without --data/--name/--weights-dir/--device)
     devices: list[str] | None      # a model that needs several GPUs at once (DDP), else None
     options: dict[str, Any]
+    auto_time: bool = False        # time: auto: a share of what the experiment's budget leaves
+
+
+@dataclass
+class Search:
+    """The recipe search: trials of ``base`` with values from ``space``, scored on fold ``fold``'s validation."""
+
+    base: dict[str, Any]                  # a model entry without its name
+    space: dict[str, Any]                 # key -> list of values, or {low, high, log, step}
+    trials: int
+    budget_hours: float | None
+    fold: int
+    pruner: str
+    storage: str                          # an SQLAlchemy URL (sqlite:///..., postgresql://...)
+    study: str
+    seed: int
+    min_resource: int | None              # seconds of training before a trial can first be pruned
 
 
 @dataclass
@@ -51,6 +71,9 @@ class Experiment:
     devices: list[str] | None
     bootstrap: int
     raw: dict[str, Any] = field(default_factory=dict)
+    budget_hours: float | None = None
+    search: Search | None = None
+    final: str = "refit"
 
 
 def flags(options: dict[str, Any], where: str, parser=None) -> list[str]:
@@ -140,18 +163,52 @@ def _convert(doc: dict[str, Any], source: str) -> tuple[list[str], int]:
     return args, ns.folds
 
 
-def _models(doc: dict[str, Any], source: str) -> list[Model]:
+def _entry_parser():
     from coco2yolo import ultra
-    from coco2yolo.training import config, train
+    from coco2yolo.training import config
 
     ultra.setup()
-    entries = doc.get("models")
-    if not isinstance(entries, list) or not entries:
-        raise UserError(f"{source}: 'models' must be a list of one or more models, each with a name")
-    base = config.defaults()
     from ultralytics.cfg import DEFAULT_CFG_DICT
 
+    base = config.defaults()
     allowed = (set(base) | set(DEFAULT_CFG_DICT)) - TRAIN_MANAGED - {"project", "mode", "task"}
+    return base, allowed
+
+
+def check_entry(opts: dict[str, Any], where: str, auto_time: bool = False) -> tuple[list[str], list[str] | None]:
+    """A model entry's options (no name) as train_yolo.py flags, checked by its parser; and its devices.
+
+    ``auto_time``: ``time: auto`` is allowed (the experiment's budget decides it; no flag yet).
+    """
+    from coco2yolo.training import config, train
+
+    base, allowed = _entry_parser()
+    from ultralytics.cfg import DEFAULT_CFG_DICT
+
+    _unknown(opts, allowed, where)
+    opts = dict(opts)
+    devices = _devices(opts.pop("device"), f"{where}: device") if "device" in opts else None
+    if opts.get("time") == "auto":
+        if not auto_time:
+            raise UserError(f"{where}: time: auto needs a top-level budget (the experiment's device time)")
+        opts.pop("time")
+    own = {k: v for k, v in opts.items() if k in base}
+    extra = {k: v for k, v in opts.items() if k not in base}
+    parser = train.get_args_parser()
+    args = flags(own, where, parser) + [a for k, v in extra.items() for a in ("--set", f"{k}={v}")]
+    ns = cli.parse_or_raise(parser, args, where)
+    cfg = config.resolve(ns)
+    train._check_values(cfg)  # type: ignore[attr-defined]
+    reserved = set(config.MANAGED) | {k for k in cfg if config.is_ultralytics_key(k)}
+    config.parse_set(ns.set, set(DEFAULT_CFG_DICT) - reserved, reserved)
+    return args, devices
+
+
+def _models(doc: dict[str, Any], source: str, auto_time: bool) -> list[Model]:
+    entries = doc.get("models", [] if doc.get("search") is not None else None)
+    if not isinstance(entries, list) or not (entries or doc.get("search") is not None):
+        raise UserError(f"{source}: 'models' must be a list of one or more models, each with a name (or none, "
+                        "with a search: its winner is then the one model)")
     models, names = [], set()
     for i, entry in enumerate(entries):
         where = f"{source}: models[{i}]"
@@ -160,24 +217,111 @@ def _models(doc: dict[str, Any], source: str) -> list[Model]:
         name = entry.get("name")
         if not isinstance(name, str) or not NAME.fullmatch(name):
             raise UserError(f"{where}: name must be letters, digits, '_', '-' or '.', got {short(name)}")
-        if name in names:
-            raise UserError(f"{where}: name {name!r} is used twice")
+        if name in names or name == SEARCH_BEST:
+            raise UserError(f"{where}: name {name!r} is used twice" if name in names else
+                            f"{where}: the name {SEARCH_BEST} is the recipe search's; choose another")
         names.add(name)
         where = f"{source}: models[{i}] ({name})"
         opts = {k: v for k, v in entry.items() if k != "name"}
-        _unknown(opts, allowed, where)
-        devices = _devices(opts.pop("device"), f"{where}: device") if "device" in opts else None
-        own = {k: v for k, v in opts.items() if k in base}
-        extra = {k: v for k, v in opts.items() if k not in base}
-        parser = train.get_args_parser()
-        args = flags(own, where, parser) + [a for k, v in extra.items() for a in ("--set", f"{k}={v}")]
-        ns = cli.parse_or_raise(parser, args, where)
-        cfg = config.resolve(ns)
-        train._check_values(cfg)  # type: ignore[attr-defined]
-        reserved = set(config.MANAGED) | {k for k in cfg if config.is_ultralytics_key(k)}
-        config.parse_set(ns.set, set(DEFAULT_CFG_DICT) - reserved, reserved)
-        models.append(Model(name, args, devices, opts))
+        args, devices = check_entry(opts, where, auto_time)
+        models.append(Model(name, args, devices, opts, auto_time=opts.get("time") == "auto"))
     return models
+
+
+SEARCH_BEST = "search_best"
+SEARCH_KEYS = ("base", "space", "trials", "budget", "fold", "pruner", "storage", "study", "seed", "min_resource")
+PRUNERS = ("hyperband", "successive_halving", "none")
+
+
+def _search(doc: dict[str, Any], source: str, out: Path, folds: int) -> Search | None:
+    """The ``search:`` section, checked: every value of the space (and both ends of a range) must make a
+    valid model entry with ``base``."""
+    if doc.get("search") is None:
+        return None
+    s = _mapping(doc, "search", source)
+    where = f"{source}: search"
+    _unknown(s, SEARCH_KEYS, where)
+    base = s.get("base")
+    if not isinstance(base, dict) or not base:
+        raise UserError(f"{where}: base must be a model entry (a mapping such as {{model: yolov5nu.pt, epochs: 30}})")
+    if "name" in base or "device" in base:
+        raise UserError(f"{where}: base takes no name (the winner is called {SEARCH_BEST}) and no device")
+    check_entry(base, f"{where}: base")
+    space = s.get("space")
+    if not isinstance(space, dict) or not space:
+        raise UserError(f"{where}: space must map one or more keys of a model entry to a list of values or "
+                        "{low: L, high: H, log: true}")
+    for key, spec in space.items():
+        w = f"{where}: space.{key}"
+        if key in ("name", "device"):
+            raise UserError(f"{w}: {key} cannot be searched")
+        if isinstance(spec, list):
+            if not spec:
+                raise UserError(f"{w} is an empty list; give the values to try")
+            if len({repr(v) for v in spec}) != len(spec):
+                raise UserError(f"{w} lists a value twice")
+            values = spec
+        elif isinstance(spec, dict):
+            _unknown(spec, ("low", "high", "log", "step"), w)
+            lo, hi = spec.get("low"), spec.get("high")
+            if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in (lo, hi)):
+                raise UserError(f"{w}: low and high must be finite numbers, got {short(lo)} and {short(hi)}")
+            if lo > hi:
+                raise UserError(f"{w}: low {lo} is above high {hi}")
+            if spec.get("log") and lo <= 0:
+                raise UserError(f"{w}: a log range needs low > 0, got {lo}")
+            if "step" in spec and not (isinstance(spec["step"], (int, float)) and spec["step"] > 0):
+                raise UserError(f"{w}: step must be a positive number")
+            values = [lo, hi]
+        else:
+            raise UserError(f"{w} must be a list of values or {{low: L, high: H, log: true}}, got {short(spec)}")
+        for v in values:
+            check_entry({**base, key: v}, f"{w} = {short(v)}")
+    trials = s.get("trials", 20)
+    if isinstance(trials, bool) or not isinstance(trials, int) or not 1 <= trials <= 10000:
+        raise UserError(f"{where}: trials must be an integer from 1 to 10000, got {short(trials)}")
+    fold = s.get("fold", 0)
+    if isinstance(fold, bool) or not isinstance(fold, int) or not 0 <= fold < folds:
+        raise UserError(f"{where}: fold must be a fold of convert.folds (0 to {folds - 1}), got {short(fold)}")
+    pruner = s.get("pruner", "hyperband")
+    if pruner not in PRUNERS:
+        raise UserError(f"{where}: pruner must be one of {', '.join(PRUNERS)}, got {short(pruner)}"
+                        f"{cli.closest(str(pruner), PRUNERS)}")
+    storage = s.get("storage", str(out / "search.db"))
+    if not isinstance(storage, str) or not storage:
+        raise UserError(f"{where}: storage must be a path (SQLite) or a database URL, got {short(storage)}")
+    if "://" not in storage:
+        storage = f"sqlite:///{Path(storage).absolute()}"
+    study = s.get("study", "search")
+    if not isinstance(study, str) or not NAME.fullmatch(study):
+        raise UserError(f"{where}: study must be a name (letters, digits, '_', '-', '.'), got {short(study)}")
+    seed = s.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+        raise UserError(f"{where}: seed must be an integer in [0, 2^32), got {short(seed)}")
+    min_resource = s.get("min_resource")
+    if min_resource is not None:
+        min_resource = round(_hours(min_resource, f"{where}: min_resource") * 3600)
+    budget = _hours(s["budget"], f"{where}: budget") if s.get("budget") is not None else None
+    return Search(base=dict(base), space=dict(space), trials=trials, budget_hours=budget, fold=fold, pruner=pruner,
+                  storage=storage, study=study, seed=seed, min_resource=min_resource)
+
+
+def best_entry(exp: Experiment) -> dict[str, Any] | None:
+    """The search's winner as a model entry (OUT/search/best.yaml), or None before the search is done."""
+    path = exp.out / "search" / "best.yaml"
+    if not path.exists():
+        return None
+    from coco2yolo.training.config import load_yaml_mapping
+
+    entry = load_yaml_mapping(path, "search result")
+    return entry if entry.get("name") == SEARCH_BEST else None
+
+
+def _hours(value: Any, where: str) -> float:
+    try:
+        return cli.duration_hours(value)
+    except ValueError as err:
+        raise UserError(f"{where} must be {err}") from None
 
 
 def _predict(doc: dict[str, Any], source: str) -> tuple[list[str], float]:
@@ -217,9 +361,15 @@ def load_experiment(path: str | Path) -> Experiment:
         raise UserError(f"{source}: bootstrap must be an integer >= 0, got {short(bootstrap)}")
     convert_args, folds = _convert(doc, source)
     predict_args, predict_iou = _predict(doc, source)
+    budget = _hours(doc["budget"], f"{source}: budget") if doc.get("budget") is not None else None
+    final = doc.get("final", "refit")
+    if final not in FINALS:
+        raise UserError(f"{source}: final must be one of {', '.join(FINALS)}, got {short(final)}"
+                        f"{cli.closest(str(final), FINALS)}")
+    out = _path(doc, "out", source, True)
     return Experiment(
         path=path, train=_path(doc, "train", source, True), test=_path(doc, "test", source, False),
-        out=_path(doc, "out", source, True), images=_path(doc, "images", source, False), folds=folds,
-        convert_args=convert_args, models=_models(doc, source), predict_args=predict_args, predict_iou=predict_iou,
-        fuse_args=_fuse(doc, source), devices=_devices(doc.get("devices"), f"{source}: devices"),
-        bootstrap=bootstrap, raw=doc)
+        out=out, images=_path(doc, "images", source, False), folds=folds,
+        convert_args=convert_args, models=_models(doc, source, budget is not None), predict_args=predict_args,
+        predict_iou=predict_iou, fuse_args=_fuse(doc, source), devices=_devices(doc.get("devices"), f"{source}: devices"),
+        bootstrap=bootstrap, raw=doc, budget_hours=budget, search=_search(doc, source, out, folds), final=final)

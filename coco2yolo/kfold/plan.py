@@ -26,9 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from coco2yolo.commands import script_command
-from coco2yolo.kfold.experiment import Experiment
+from coco2yolo.kfold.experiment import SEARCH_BEST, Experiment, Model, best_entry, check_entry
 
-STEPS = ("convert", "train", "predict", "merge", "score", "fuse", "test", "summary")
+STEPS = ("convert", "search", "train", "predict", "merge", "score", "fuse", "test", "summary")
 DEVICE = "{device}"  # placeholder in a command, filled with the device(s) a job runs on
 
 
@@ -62,10 +62,65 @@ def _files(exp: Experiment) -> dict[str, Path]:
             "ens_test": o / "ensemble_test.json", "submission": o / "submission.csv", "summary": o / "summary.json"}
 
 
-def build(exp: Experiment, internal: dict[str, Callable[..., None]]) -> list[Job]:
+def models_of(exp: Experiment) -> list[Model]:
+    """The experiment's models, and the recipe search's winner once the search has written it."""
+    models = list(exp.models)
+    if exp.search is not None:
+        entry = best_entry(exp)
+        if entry is not None:
+            opts = {k: v for k, v in entry.items() if k != "name"}
+            args, devices = check_entry(opts, f"{exp.out / 'search' / 'best.yaml'}")
+            models.append(Model(SEARCH_BEST, args, devices, opts))
+    return models
+
+
+def with_time(args: list[str], hours: float | None) -> list[str]:
+    """``args`` with ``--time`` set to ``hours`` (None: as they are)."""
+    if hours is None:
+        return list(args)
+    out = list(args)
+    if "--time" in out:
+        out[out.index("--time") + 1] = f"{hours:.6f}"
+        return out
+    return out + ["--time", f"{hours:.6f}"]
+
+
+def time_of(args: list[str]) -> float | None:
+    """The ``--time`` budget in ``args``, in hours (None: epochs decide)."""
+    from coco2yolo import cli
+
+    return cli.duration_hours(args[args.index("--time") + 1]) if "--time" in args else None
+
+
+def refit_args(m: Model, exp: Experiment, hours: float | None) -> list[str]:
+    """A fold model's flags for the refit on every image: no validation (there is no held-out image), and a time
+    budget scaled by K/(K-1) (the epochs of a fold model on K/(K-1) times the images); epochs as they are."""
+    args = with_time(m.train_args, hours)
+    fold_time = time_of(args)
+    args = with_time(args, fold_time * exp.folds / (exp.folds - 1) if fold_time else None)
+    return [a for a in args if a not in ("--val", "--no-val")] + ["--no-val"]
+
+
+def _without_folds(args: list[str]) -> list[str]:
+    out, skip = [], False
+    for a in args:
+        if skip:
+            skip = False
+        elif a in ("--folds", "--fold"):
+            skip = True
+        else:
+            out.append(a)
+    return out
+
+
+def build(exp: Experiment, internal: dict[str, Callable[..., None]],
+          times: dict[str, float] | None = None) -> list[Job]:
     """Every job of ``exp`` in dependency order. ``internal``: the functions of the internal steps
-    (``oof_gt``, ``merge``, ``summary``), called with this experiment and the job's paths."""
+    (``oof_gt``, ``merge``, ``summary``), called with this experiment and the job's paths. ``times``: the
+    training budget (hours) of each ``time: auto`` model's fold jobs, from the experiment's budget."""
     o, K, f_ = exp.out, exp.folds, _files(exp)
+    times = times or {}
+    models = models_of(exp)
     jobs: list[Job] = []
     images = ["--images", str(exp.images)] if exp.images else []
     for f in range(K):
@@ -79,7 +134,8 @@ def build(exp: Experiment, internal: dict[str, Callable[..., None]]) -> list[Job
                     [f"convert/fold{f}" for f in range(K)],
                     internal=lambda: internal["oof_gt"](exp), note="the folds' validation sets -> oof/gt.json"))
     test_files: dict[str, list[Path]] = {}
-    for m in exp.models:
+    for m in models:
+        m_args = with_time(m.train_args, times.get(m.name))
         oof_parts = []
         test_files[m.name] = []
         for f in range(K):
@@ -90,7 +146,7 @@ def build(exp: Experiment, internal: dict[str, Callable[..., None]]) -> list[Job
                             if k in ("model", "weights", "pseudo_labels", "pseudo_images") and isinstance(v, str)
                             and Path(v).suffix in (".pt", ".json", ".csv")]
             jobs.append(Job(f"train/{m.name}/fold{f}", "train",
-                            [*script_command("train"), "--data", str(d / "data.yaml"), *m.train_args, "--name",
+                            [*script_command("train"), "--data", str(d / "data.yaml"), *m_args, "--name",
                              run_name, "--weights-dir", str(o / "weights"), "--exist-ok", "--device", DEVICE],
                             [d / "data.yaml", d / "categories.json", d / "labels", *model_inputs],
                             [w, w.with_suffix(".json")], [f"convert/fold{f}"], device=True, devices=m.devices))
@@ -113,43 +169,75 @@ def build(exp: Experiment, internal: dict[str, Callable[..., None]]) -> list[Job
                         internal=(lambda name=m.name, parts=tuple(oof_parts), out=oof:
                                   internal["merge"](exp, list(parts), out)),
                         note=f"{m.name}'s {K} out-of-fold files -> oof/{m.name}.json (every training image once)"))
-    oof_files = [o / "oof" / f"{m.name}.json" for m in exp.models]
-    merges = [f"merge/{m.name}" for m in exp.models]
+    oof_files = [o / "oof" / f"{m.name}.json" for m in models]
+    merges = [f"merge/{m.name}" for m in models]
     jobs.append(Job("score/oof", "score",
                     [*script_command("evaluate"), "--gt", str(f_["gt"]), *map(str, oof_files),
                      "--json", str(f_["metrics"]), "--bootstrap", str(exp.bootstrap)],
                     [f_["gt"], *oof_files], [f_["metrics"]], merges))
-    if len(exp.models) > 1:
+    if len(models) > 1:
         jobs.append(Job("fuse/crossfit", "fuse",
                         [*script_command("fuse"), *map(str, oof_files), "--tune", str(f_["gt"]), "--crossfit",
                          str(f_["folds"]), "--out", str(f_["fused_oof"]), "--save-setting", str(f_["setting"]),
                          "--bootstrap", str(exp.bootstrap), "--quiet", *exp.fuse_args],
                         [f_["gt"], f_["folds"], *oof_files], [f_["fused_oof"], f_["setting"]], merges + ["merge/gt"]))
     if exp.test is not None:
+        refit: dict[str, tuple[Path, str]] = {}
+        if exp.final in ("refit", "both"):
+            d_all = o / "data" / "all"
+            jobs.append(Job("convert/all", "convert",
+                            [*script_command("convert"), str(exp.train), "--out", str(d_all),
+                             *_without_folds(exp.convert_args), "--all-train", *images],
+                            [exp.train], [d_all / "data.yaml", d_all / "categories.json"]))
+            for m in models:
+                run_name = f"{m.name}_all"
+                w = o / "weights" / f"{run_name}.pt"
+                model_inputs = [Path(v) for k, v in m.options.items()
+                                if k in ("model", "weights", "pseudo_labels", "pseudo_images") and isinstance(v, str)
+                                and Path(v).suffix in (".pt", ".json", ".csv")]
+                jobs.append(Job(f"train/{m.name}/all", "train",
+                                [*script_command("train"), "--data", str(d_all / "data.yaml"),
+                                 *refit_args(m, exp, times.get(m.name)), "--name", run_name, "--weights-dir",
+                                 str(o / "weights"), "--exist-ok", "--device", DEVICE],
+                                [d_all / "data.yaml", d_all / "categories.json", d_all / "labels", *model_inputs],
+                                [w, w.with_suffix(".json")], ["convert/all"], device=True, devices=m.devices))
+                pred = o / "preds" / f"{run_name}_test.json"
+                jobs.append(Job(f"predict/{m.name}/all/test", "predict",
+                                [*script_command("predict"), "--weights", str(w), "--images", str(exp.test),
+                                 "--out", str(pred), *exp.predict_args, "--device", DEVICE],
+                                [w, exp.test], [pred], [f"train/{m.name}/all"], device=True))
+                refit[m.name] = (pred, f"predict/{m.name}/all/test")
         merged_test = []
-        for m in exp.models:
+        for m in models:
             out = o / "test" / f"{m.name}.json"
             merged_test.append(out)
-            # the K fold models of one architecture: WBF at the prediction NMS IoU, so that K identical
-            # fold models give back their own predictions (the scale the fusion was tuned on)
+            folds = ([], []) if exp.final == "refit" else (
+                test_files[m.name], [f"predict/{m.name}/fold{f}/test" for f in range(K)])
+            parts, deps = list(folds[0]), list(folds[1])
+            if m.name in refit:
+                parts.append(refit[m.name][0])
+                deps.append(refit[m.name][1])
+            if len(parts) == 1:  # the refit alone: its predictions as they are (NMS at IoU 1 suppresses nothing)
+                how = ["--method", "nms", "--iou-thr", "1"]
+            else:
+                # the K fold models (and the refit): WBF at the prediction NMS IoU, so that identical models give
+                # back their own predictions (the scale the fusion was tuned on)
+                how = ["--method", "wbf", "--iou-thr", f"{exp.predict_iou:g}", "--conf-type", "avg"]
             jobs.append(Job(f"test/{m.name}", "test",
-                            [*script_command("fuse"), *map(str, test_files[m.name]), "--images", str(exp.test),
-                             "--method", "wbf", "--iou-thr", f"{exp.predict_iou:g}", "--conf-type", "avg",
-                             "--out", str(out)],
-                            [*test_files[m.name], exp.test], [out],
-                            [f"predict/{m.name}/fold{f}/test" for f in range(K)]))
+                            [*script_command("fuse"), *map(str, parts), "--images", str(exp.test), *how,
+                             "--out", str(out)], [*parts, exp.test], [out], deps))
         final = [*script_command("fuse"), *map(str, merged_test), "--images", str(exp.test), "--out",
                  str(f_["ens_test"]), "--submission", str(f_["submission"])]
-        if len(exp.models) > 1:
+        if len(models) > 1:
             final += ["--setting", str(f_["setting"])]
-            deps, inputs = [f"test/{m.name}" for m in exp.models] + ["fuse/crossfit"], [*merged_test, f_["setting"]]
-        else:  # one model: its fold-merged predictions as they are (NMS at IoU 1 suppresses nothing)
+            deps, inputs = [f"test/{m.name}" for m in models] + ["fuse/crossfit"], [*merged_test, f_["setting"]]
+        else:  # one model: its test predictions as they are (NMS at IoU 1 suppresses nothing)
             final += ["--method", "nms", "--iou-thr", "1"]
-            deps, inputs = [f"test/{exp.models[0].name}"], merged_test
+            deps, inputs = [f"test/{models[0].name}"], merged_test
         jobs.append(Job("test/ensemble", "test", final, [*inputs, exp.test], [f_["ens_test"], f_["submission"]], deps))
-    summary_deps = ["score/oof"] + (["fuse/crossfit"] if len(exp.models) > 1 else []) + \
+    summary_deps = ["score/oof"] + (["fuse/crossfit"] if len(models) > 1 else []) + \
         (["test/ensemble"] if exp.test is not None else [])
-    jobs.append(Job("summary", "summary", None, [f_["metrics"]] + ([f_["setting"]] if len(exp.models) > 1 else []),
+    jobs.append(Job("summary", "summary", None, [f_["metrics"]] + ([f_["setting"]] if len(models) > 1 else []),
                     [f_["summary"]], summary_deps, internal=lambda: internal["summary"](exp),
                     note="metrics, the cross-fitted gain and the compute spent -> summary.json"))
     return jobs

@@ -28,7 +28,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from coco2yolo.errors import UserError
 from coco2yolo.fileio import open_regular, write_json
@@ -170,6 +170,8 @@ class Runner:
     shards: int = 1
     only: str | None = None
     out: TextIO = field(default_factory=lambda: sys.stdout)
+    estimates: dict[str, Any] | None = None   # job id -> Estimate (coco2yolo.kfold.estimate), for progress and ETA
+    learn: Any = None                         # an Estimator: records each finished training's measured speed
 
     def __post_init__(self):
         self.state = self.exp.out / ".kfold"
@@ -249,13 +251,40 @@ class Runner:
         claims.release(job.id)
         self.ran.append(job.id)
         self._log("END", job, f"exit 0 in {seconds:.1f} s")
+        if job.step == "train" and self.learn is not None:
+            self._learn(job)
+        self._progress(f"done {job.id} in {_dur(seconds)}")
+
+    def _learn(self, job: Job) -> None:
+        """Feed a finished training's measured seconds per epoch to the estimates of the jobs still to come."""
+        try:
+            side = json.loads(job.outputs[1].read_text())
+            data = Path(job.argv[job.argv.index("--data") + 1]).parent
+            n_train = len(json.loads((data / "train.json").read_text())["images"])
+            n_val = len(json.loads((data / "val.json").read_text())["images"])
+        except (OSError, ValueError, KeyError, IndexError):
+            return
+        self.learn.learn(job.argv, side, n_train, n_val)
+
+    def _progress(self, what: str) -> None:
+        """One line: jobs done of this run's, what runs, and the time left from the estimates."""
+        mine = [j for j in self.jobs if self.mine(j)]
+        done = sum(1 for j in mine if self._done.get(j.id))
+        line = f"[{done}/{len(mine)}] {what}"
+        if self.estimates:
+            left = sum(self.estimates[j.id].seconds for j in mine if not self._done.get(j.id) and j.id in self.estimates)
+            slots = max(1, len(self.devices))
+            line += f"; about {_dur(left / slots)} left"
+        print(line, file=self.out, flush=True)
 
     def _start(self, job: Job, devices: list[str], claims: Claims) -> Running:
         argv = self._argv(job, devices)
         shown = job.shown(self.exp, ",".join(devices))
         if "--resume" in argv:
             shown += " --resume"
-        print(f"\n$ {shown}", file=self.out, flush=True)
+        est = f" (estimated {_dur(self.estimates[job.id].seconds)})" if self.estimates and job.id in self.estimates else ""
+        self._progress(f"start {job.id} on {','.join(devices) or 'cpu'}{est}")
+        print(f"$ {shown}", file=self.out, flush=True)
         self._log("START", job, shown)
         if job.step == "train":
             write_json(self.state / "started" / f"{_safe(job.id)}.json", {"fingerprint": self.fp.job(job)})
@@ -360,6 +389,12 @@ class Runner:
             raise UserError(f"step {job.id} failed (exit {rc}); its output is in "
                             f"{self.exp.out / 'logs' / (_safe(job.id) + '.log')}: {_tail(self.exp.out, job)}")
         return 0
+
+
+def _dur(seconds: float) -> str:
+    from coco2yolo import cli
+
+    return cli.format_hours(max(seconds, 0.0) / 3600)
 
 
 def _die_with_parent() -> None:

@@ -73,7 +73,9 @@ def summary(exp: Experiment) -> dict[str, Any]:
     o = exp.out
     metrics = load_json(o / "metrics" / "oof.json", "metrics")
     models = []
-    for m, f in zip(exp.models, metrics["files"]):
+    from coco2yolo.kfold.plan import models_of
+
+    for m, f in zip(models_of(exp), metrics["files"]):
         sidecars = [_read(o / "weights" / f"{m.name}_fold{k}.json") or {} for k in range(exp.folds)]
         secs = [s.get("train_seconds") for s in sidecars if s.get("train_seconds") is not None]
         per_epoch = [s.get("seconds_per_epoch") for s in sidecars if s.get("seconds_per_epoch") is not None]

@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from coco2yolo.cli import FRACTION, closest
+from coco2yolo.cli import DURATION, DURATION_HELP, FRACTION, closest, duration_hours
 from coco2yolo.errors import UserError, short
 from coco2yolo.fileio import nesting_limit, read_text
 
@@ -136,6 +136,11 @@ def merge(base: dict[str, Any], override: dict[str, Any], source: str) -> dict[s
         if key not in base:
             raise UserError(f"{source}: unknown key {key!r}{closest(key, list(base))}; "
                             f"see {DEFAULTS_FILE.name} for the valid keys")
+        if key == "time" and value is not None:  # a duration with a unit: hours, as Ultralytics takes it
+            try:
+                value = duration_hours(value)
+            except ValueError as err:
+                raise UserError(f"{source}: time must be {err}") from None
         if is_ultralytics_key(key):
             ul[key] = value
         else:
@@ -159,7 +164,12 @@ def add_config_flags(parser: argparse.ArgumentParser, base: dict[str, Any]) -> N
 
     for key, default in base.items():
         flag = "--" + key.replace("_", "-")
-        if key == "mosaic":
+        if key == "time":
+            parser.add_argument(flag, type=DURATION, default=argparse.SUPPRESS, metavar="T",
+                                help=f"training budget: {DURATION_HELP}; epochs, the learning-rate schedule and "
+                                     "close_mosaic are fitted to it and the run ends within it (plus the epoch under "
+                                     "way); --epochs is then only the schedule's first guess")
+        elif key == "mosaic":
             parser.add_argument(flag, nargs="?", const=1.0, type=FRACTION, default=argparse.SUPPRESS,
                                 metavar="P", help="turn mosaic on (probability P, default 1.0)")
             parser.add_argument("--no-mosaic", dest="mosaic", action="store_const", const=0.0,

@@ -10,6 +10,7 @@ metrics, versions) that ``infer.py`` reads to write original category ids.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import datetime as dt
 import hashlib
@@ -223,7 +224,11 @@ def preset_transforms(name: str) -> list[Any] | None:
     if name == "none":
         return None
     if name == "weather":
-        import albumentations as A
+        try:
+            import albumentations as A
+        except ImportError:
+            raise UserError("--augment-preset weather needs albumentations: pip install 'coco2yolo[weather]' (or pip "
+                            "install albumentations; it brings opencv-python-headless beside opencv-python)") from None
 
         return [A.RandomFog(fog_coef_range=(0.1, 0.35), alpha_coef=0.08, p=0.15),
                 A.RandomBrightnessContrast(brightness_limit=0.25, contrast_limit=0.25, p=0.3),
@@ -241,6 +246,31 @@ def _final_metrics(trainer: Any, save_dir: Path) -> dict[str, float]:
             rows = list(csv.DictReader(fh))
         metrics = {k.strip(): float(v) for k, v in rows[-1].items() if k.strip().startswith("metrics/")} if rows else {}
     return {k: float(v) for k, v in metrics.items() if math.isfinite(float(v))}
+
+
+def epoch_log(save_dir: Path, seconds: float) -> dict[str, Any]:
+    """Epochs that ran and the measured seconds per epoch (training and validation), from Ultralytics'
+    results.csv (one row per epoch run, its cumulative ``time``); without it, the whole run's seconds."""
+    rows: list[dict[str, str]] = []
+    with contextlib.suppress(OSError, csv.Error):
+        with open(save_dir / "results.csv", newline="") as fh:
+            rows = list(csv.DictReader(fh))
+    loop = None
+    if rows:
+        with contextlib.suppress(KeyError, ValueError, TypeError):
+            loop = float(rows[-1]["time"])
+    done = len(rows)
+    per_epoch = (loop if loop is not None else seconds) / done if done else None
+    return {"epochs_done": done, "loop_seconds": loop, "seconds_per_epoch": per_epoch,
+            "val_mAP50_by_epoch": [_float(r.get("metrics/mAP50(B)")) for r in rows]}
+
+
+def _float(v: Any) -> float | None:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
 
 
 def default_name(data_yaml: Path, model: str, weights: str | None) -> str:
@@ -273,8 +303,14 @@ def _check_values(cfg: dict[str, Any]) -> None:
         raise UserError(f"pseudo_conf must be in [0, 1], got {cfg['pseudo_conf']}")
 
 
-def run(cfg: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    """Train with a resolved config; return the sidecar dict (also written to weights/N.json)."""
+def run(cfg: dict[str, Any], extra: dict[str, Any], reporter: Any = None, started: float | None = None
+        ) -> dict[str, Any]:
+    """Train with a resolved config; return the sidecar dict (also written to weights/N.json).
+
+    ``reporter``: a :class:`coco2yolo.training.budget.TrialReporter` (a recipe search's trial); ``started``: when
+    the command started (a ``time`` budget counts from there; default: now).
+    """
+    started = time.time() if started is None else started
     ultra.setup()
     if cfg["offline"]:
         ultra.go_offline()
@@ -284,6 +320,8 @@ def run(cfg: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     _check_values(cfg)
     if cfg["optimizer"] == "auto":
         print("note: optimizer auto chooses its own learning rate and ignores lr0", file=sys.stderr)
+    if cfg["weights_dir"] == config.defaults()["weights_dir"]:  # the default: beside runs/, wherever that is
+        cfg = {**cfg, "weights_dir": str(ultra.WEIGHTS_DIR)}
     name = cfg["name"] or default_name(data_yaml, cfg["model"], cfg["weights"])
     check_name(name)
     cfg = {**cfg, "name": name}
@@ -292,7 +330,8 @@ def run(cfg: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     out_pt = _check_outputs(cfg, data_yaml, name, run_dir)
     augmentations = preset_transforms(cfg["augment_preset"])
     with output_lock(run_dir):
-        return _train(cfg, extra, data_yaml, cmap, from_file, project, run_dir, out_pt, augmentations)
+        return _train(cfg, extra, data_yaml, cmap, from_file, project, run_dir, out_pt, augmentations, reporter,
+                      started)
 
 
 def check_name(name: str) -> None:
@@ -301,7 +340,8 @@ def check_name(name: str) -> None:
 
 
 def _train(cfg: dict[str, Any], extra: dict[str, Any], data_yaml: Path, cmap: CategoryMap, from_file: bool,
-           project: Path, run_dir: Path, out_pt: Path, augmentations: list[Any] | None) -> dict[str, Any]:
+           project: Path, run_dir: Path, out_pt: Path, augmentations: list[Any] | None, reporter: Any,
+           started: float) -> dict[str, Any]:
     name = cfg["name"]
     train_data = data_yaml
     pseudo_note = None
@@ -332,6 +372,12 @@ def _train(cfg: dict[str, Any], extra: dict[str, Any], data_yaml: Path, cmap: Ca
         args = {k: v for k, v in cfg.items() if config.is_ultralytics_key(k)}
         if augmentations:
             args["augmentations"] = augmentations
+        if cfg.get("time"):
+            from coco2yolo.training.budget import Budget
+
+            Budget(cfg["time"], started).attach(yolo)
+        if reporter is not None:
+            reporter.attach(yolo)
         yolo.train(data=str(train_data), project=str(project), name=name, exist_ok=True, **args, **extra)
     seconds = time.time() - t0
     trainer = yolo.trainer
@@ -359,17 +405,26 @@ def _train(cfg: dict[str, Any], extra: dict[str, Any], data_yaml: Path, cmap: Ca
         "extra_ultralytics_args": extra,
         "metrics": _final_metrics(trainer, save_dir),
         "train_seconds": seconds,
-        "seconds_per_epoch": seconds / max(1, cfg["epochs"]),
+        "command_seconds": time.time() - started,
+        "trial": None if reporter is None else {"study": reporter.study.study_name, "number": reporter.trial.number,
+                                                "pruned": reporter.pruned},
+        "budget_hours": cfg.get("time"),
+        "epochs_asked": cfg["epochs"],
+        **epoch_log(save_dir, seconds),
         "run_dir": str(save_dir),
+        "gpu_peak_memory_gb": (torch.cuda.max_memory_allocated() / 2**30) if torch.cuda.is_available() else None,
         "versions": {"coco2yolo": __version__, "ultralytics": ultralytics.__version__,
                      "torch": torch.__version__, "python": sys.version.split()[0]},
     }
     imgsz = getattr(trainer.args, "imgsz", cfg["imgsz"])
     write_sidecar(out_pt, cmap, int(imgsz) if isinstance(imgsz, int) else cfg["imgsz"], **sidecar)
     m = sidecar["metrics"]
+    budget = f" of a {cli.format_hours(cfg['time'])} budget" if cfg.get("time") else ""
+    per = sidecar["seconds_per_epoch"]
     print(f"best weights: {out_pt} (+ {out_pt.with_suffix('.json').name}); "
           f"val mAP50 {m.get('metrics/mAP50(B)', float('nan')):.4f} (Ultralytics' metric; score with "
-          f"evaluate.py for COCO mAP50); {seconds:.0f} s")
+          f"evaluate.py for COCO mAP50); {sidecar['epochs_done']} epochs in {seconds:.0f} s{budget}"
+          + (f", {per:.1f} s an epoch" if per else ""))
     return sidecar
 
 
@@ -378,6 +433,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     p = cli.ArgumentParser(prog="train_yolo.py", description="Train an Ultralytics YOLO detector on a "
                            "dataset written by `python -m coco2yolo` (defaults: coco2yolo/cfg/train.yaml).")
     p.add_argument("--config", default=None, help="YAML file with any keys of coco2yolo/cfg/train.yaml")
+    s = p.add_argument_group("recipe search (set by python -m coco2yolo.kfold for each trial)")
+    s.add_argument("--trial", type=cli.NONNEG_INT, default=None, metavar="N",
+                   help="report each epoch's validation mAP50 to trial N of --study and stop when it is pruned")
+    s.add_argument("--study", default=None, help="the Optuna study's name")
+    s.add_argument("--storage", default=None, help="the Optuna storage URL (sqlite:///OUT/search.db, postgresql://...)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="any other Ultralytics train argument, e.g. --set cos_lr=true (repeatable)")
     config.add_config_flags(p, config.defaults())
@@ -385,11 +445,19 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> int:
+    started = time.time()
     ultra.setup()
     cfg = config.resolve(args)
     from ultralytics.cfg import DEFAULT_CFG_DICT
 
     reserved = {k for k in cfg if config.is_ultralytics_key(k)} | set(config.MANAGED)
     extra = config.parse_set(args.set, set(DEFAULT_CFG_DICT) - reserved, reserved)
-    run(cfg, extra)
+    reporter = None
+    if args.trial is not None or args.study or args.storage:
+        if args.trial is None or not args.study or not args.storage:
+            raise UserError("--trial, --study and --storage go together (the recipe search sets them)")
+        from coco2yolo.training.budget import TrialReporter
+
+        reporter = TrialReporter(args.storage, args.study, args.trial)
+    run(cfg, extra, reporter, started)
     return 0

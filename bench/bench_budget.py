@@ -1,0 +1,212 @@
+#!/usr/bin/env python
+"""What a compute budget buys on real photos (TrashNet, ../shared/datasets/trashnet), CPU.
+
+A seeded 600-photo training subset and 400 other photos held out (no choice sees them). Every step is
+the project's own command, run as a subprocess, cached under bench/out/budget/ (re-running skips what is
+done, so the hours of training survive an interruption):
+
+- ``defaults_1024``: today's defaults (train.yaml: imgsz 1024, batch 16, SGD, mosaic, 8 workers), started
+  from the shared COCO YOLOv5n, with the budget given as ``--time 20m``;
+- ``defaults_640``: the same at the photos' own size;
+- ``search``: the recipe search (``python -m coco2yolo.kfold EXP.yaml --only search``, 40 minutes, fold 0
+  of 5 of the 600 photos);
+- ``found``: the search's best recipe trained for 20 minutes on the same 540/60 split as the defaults;
+- ``folds``: the found recipe trained on 3 folds of the 600 photos, 6 min 40 s each (20 minutes in all),
+  and their test predictions fused as the k-fold run fuses them; ``both``: those and ``found`` fused.
+
+Then every model predicts the 400 held-out photos and evaluate.py scores them with paired differences.
+
+    python bench/bench_budget.py [--steps defaults_1024 defaults_640 search found folds] [--budget 20m]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from common import OUT, ROOT, SHARED, need, record
+
+WORK = OUT / "budget"
+PY = sys.executable
+
+
+def run(cmd: list[str], log: str) -> float:
+    t = time.perf_counter()
+    (WORK / "logs").mkdir(parents=True, exist_ok=True)
+    with open(WORK / "logs" / log, "w") as fh:
+        fh.write("$ " + " ".join(map(str, cmd)) + "\n")
+        fh.flush()
+        rc = subprocess.call([str(c) for c in cmd], stdout=fh, stderr=subprocess.STDOUT, cwd=ROOT,
+                             env={**__import__("os").environ, "COCO2YOLO_RUNS": str(WORK / "runs")})
+    if rc != 0:
+        sys.exit(f"failed ({rc}): {' '.join(map(str, cmd))}; see {WORK / 'logs' / log}")
+    return time.perf_counter() - t
+
+
+def prepare(n_train: int, n_test: int, seed: int) -> dict[str, Path]:
+    trash = need(SHARED / "datasets" / "trashnet" / "train.json")
+    data = WORK / "data"
+    if not (data / "test.json").exists():
+        doc = json.loads(trash.read_text())
+        ids = sorted(im["id"] for im in doc["images"])
+        random.Random(seed).shuffle(ids)
+        train_ids, test_ids = set(ids[:n_train]), set(ids[n_train:n_train + n_test])
+        data.mkdir(parents=True, exist_ok=True)
+        if not (data / "train").exists():
+            (data / "train").symlink_to(trash.parent / "train", target_is_directory=True)
+        for name, keep in (("train", train_ids), ("test", test_ids)):
+            sub = {**doc, "images": [im for im in doc["images"] if im["id"] in keep],
+                   "annotations": [a for a in doc["annotations"] if a["image_id"] in keep]}
+            (data / f"{name}.json").write_text(json.dumps(sub))
+    final = WORK / "ds_final"
+    if not (final / "data.yaml").exists():
+        run([PY, "-m", "coco2yolo", data / "train.json", "--out", final, "--val-fraction", "0.1", "--seed", "0"],
+            "convert_final.log")
+    return {"train": data / "train.json", "test": data / "test.json", "final": final}
+
+
+def train(name: str, args: list[str], paths: dict[str, Path]) -> Path:
+    weights = WORK / "weights" / f"{name}.pt"
+    if not weights.with_suffix(".json").exists():
+        run([PY, "train_yolo.py", "--data", paths["final"] / "data.yaml", "--device", "cpu", "--seed", "0",
+             "--name", name, "--weights-dir", WORK / "weights", "--exist-ok", *args], f"train_{name}.log")
+    return weights
+
+
+def predict(name: str, weights: Path, paths: dict[str, Path]) -> Path:
+    out = WORK / "preds" / f"{name}_test.json"
+    if not out.exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        run([PY, "infer.py", "--weights", weights, "--images", paths["test"], "--out", out, "--device", "cpu"],
+            f"infer_{name}.log")
+    return out
+
+
+SEARCH = {
+    "base": {"weights": str(SHARED / "weights" / "yolov5n.pt"), "time": "10m", "plots": False},
+    "space": {"imgsz": [256, 320, 416, 512, 640], "lr0": {"low": 0.002, "high": 0.05, "log": True},
+              "optimizer": ["SGD", "AdamW"], "mosaic": [0.0, 1.0], "freeze": [0, 10], "batch": [8, 16, 32],
+              "warmup_epochs": [0, 1, 3]},
+    "trials": 40, "pruner": "hyperband", "min_resource": "60s",
+}
+
+
+def experiment(name: str, doc: dict) -> Path:
+    import yaml
+
+    path = WORK / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+def kfold(exp: Path, log: str, *extra: str) -> None:
+    run([PY, "-m", "coco2yolo.kfold", exp, "--devices", "cpu", *extra], log)
+
+
+def found_entry() -> dict:
+    import yaml
+
+    best = yaml.safe_load((WORK / "search" / "search" / "best.yaml").read_text())
+    return {k: v for k, v in best.items() if k not in ("name", "time")}
+
+
+def entry_flags(entry: dict) -> list[str]:
+    sys.path.insert(0, str(ROOT))
+    from coco2yolo.kfold.experiment import flags
+    from coco2yolo.training import train as train_mod
+
+    own, extra = {}, []
+    base = __import__("coco2yolo.training.config", fromlist=["defaults"]).defaults()
+    for k, v in entry.items():
+        if k in base:
+            own[k] = v
+        else:
+            extra += ["--set", f"{k}={v}"]
+    return flags(own, "best.yaml", train_mod.get_args_parser()) + extra
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--steps", nargs="+",
+                   default=["defaults_1024", "defaults_640", "search", "found", "folds", "defaults_640_60m"])
+    p.add_argument("--budget", default="20m", help="training budget of each final model")
+    p.add_argument("--search-budget", default="40m")
+    p.add_argument("--train", type=int, default=600)
+    p.add_argument("--test", type=int, default=400)
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args()
+    legacy = need(SHARED / "weights" / "yolov5n.pt")
+    paths = prepare(args.train, args.test, args.seed)
+    models: dict[str, Path] = {}
+    if "defaults_1024" in args.steps:
+        models["defaults_1024"] = train("defaults_1024", ["--weights", legacy, "--time", args.budget], paths)
+    if "defaults_640" in args.steps:
+        models["defaults_640"] = train("defaults_640", ["--weights", legacy, "--time", args.budget, "--imgsz", "640"],
+                                       paths)
+    if "search" in args.steps and not (WORK / "search" / "search" / "best.yaml").exists():
+        exp = experiment("search", {"train": str(paths["train"]), "out": str(WORK / "search"),
+                                    "convert": {"folds": 5, "seed": 0},
+                                    "search": {**SEARCH, "budget": args.search_budget}})
+        kfold(exp, "search.log", "--only", "search")
+    if "found" in args.steps:
+        models["found"] = train("found", [*entry_flags(found_entry()), "--time", args.budget], paths)
+    if "folds" in args.steps:
+        from coco2yolo.cli import duration_hours
+
+        per_fold = duration_hours(args.budget) / 3 * 3600
+        exp = experiment("folds", {"train": str(paths["train"]), "test": str(paths["test"]),
+                                   "out": str(WORK / "folds"), "convert": {"folds": 3, "seed": 0},
+                                   "models": [{"name": "found", **found_entry(), "time": f"{per_fold:.0f}s"}],
+                                   "final": "folds", "bootstrap": 200})
+        kfold(exp, "folds.log")
+    if "defaults_640_60m" in args.steps:
+        models["defaults_640_60m"] = train("defaults_640_60m", ["--weights", legacy, "--time", "60m", "--imgsz", "640"],
+                                           paths)
+    preds = {name: predict(name, w, paths) for name, w in models.items()}
+    if (WORK / "folds" / "test" / "found.json").exists():
+        preds["folds"] = WORK / "folds" / "test" / "found.json"
+        both = WORK / "preds" / "both_test.json"
+        if not both.exists() and "found" in preds:
+            parts = sorted((WORK / "folds" / "preds").glob("found_fold*_test.json")) + [preds["found"]]
+            run([PY, "ensemble.py", *parts, "--images", paths["test"], "--method", "wbf", "--iou-thr", "0.7",
+                 "--conf-type", "avg", "--out", both], "both.log")
+        if both.exists():
+            preds["both"] = both
+    result = {"command": "python bench/bench_budget.py " + " ".join(sys.argv[1:]), "settings": vars(args), "runs": {}}
+    for name, w in models.items():
+        side = json.loads(w.with_suffix(".json").read_text())
+        result["runs"][name] = {k: side.get(k) for k in ("origin", "train_seconds", "command_seconds", "budget_hours",
+                                                         "epochs_done", "seconds_per_epoch")}
+        result["runs"][name]["imgsz"] = side["imgsz"]
+        result["runs"][name]["recipe"] = {k: side["config"].get(k) for k in ("imgsz", "lr0", "optimizer", "mosaic",
+                                                                             "batch", "warmup_epochs", "workers")}
+        result["runs"][name]["recipe"].update(side.get("extra_ultralytics_args") or {})
+    for name in ("folds", "both"):
+        if name in preds:
+            result["runs"][name] = {}
+    if (WORK / "search" / "search" / "trials.csv").exists():
+        import csv
+
+        with open(WORK / "search" / "search" / "trials.csv", newline="") as fh:
+            trials = list(csv.DictReader(fh))
+        result["search"] = {"trials": len(trials), "complete": sum(t["state"] == "complete" for t in trials),
+                            "pruned": sum(t["state"] == "pruned" for t in trials),
+                            "device_seconds": sum(float(t["seconds"]) for t in trials),
+                            "best": found_entry()}
+    metrics = WORK / "metrics.json"
+    run([PY, "evaluate.py", "--gt", paths["test"], *map(str, preds.values()), "--json", metrics], "evaluate.log")
+    m = json.loads(metrics.read_text())
+    for name, f in zip(preds, m["files"]):
+        result["runs"][name].update(mAP50=f["mAP50"], mAP50_ci95=f["mAP50_ci95"])
+    result["differences"] = [{**d, "a": Path(d["a"]).stem, "b": Path(d["b"]).stem} for d in m["differences"]]
+    result["test_images"] = m["images"]
+    record("budget", result)
+
+
+if __name__ == "__main__":
+    main()

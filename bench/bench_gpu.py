@@ -1,0 +1,169 @@
+#!/usr/bin/env python
+"""Training and inference throughput on one CUDA GPU, next to Ultralytics' own training in the same run.
+
+    python bench/bench_gpu.py [--out bench/out/gpu.json] [--model yolov8s.yaml] [--images 512] [--epochs 3]
+    python bench/bench_gpu.py --dry        # the same steps on the CPU at toy size (a test runs this)
+
+Sized to finish within 8 minutes on one H100-class GPU. Data: the built-in synthetic sample (nothing to
+download) at 1024 px. For each image size (640 and 1024):
+
+- ``train_yolo.py`` (AMP on) and, as the baseline, Ultralytics' ``YOLO(model).train`` with the same data and
+  settings, each in its own process: training images per second over the epochs after the first (from each
+  run's results.csv), and the peak GPU memory each process reports;
+- ``infer.py`` on the validation images, and a bare ``model.predict`` loop as the baseline: images per second.
+
+Writes one JSON file (``--out``), with the machine, the versions, every figure and its baseline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+BASELINE = r"""
+import json, sys, time
+from coco2yolo import ultra
+ultra.setup()
+import torch
+from ultralytics import YOLO
+args = json.loads(sys.argv[1])
+m = YOLO(args["model"])
+m.train(data=args["data"], epochs=args["epochs"], imgsz=args["imgsz"], batch=args["batch"], device=args["device"],
+        workers=args["workers"], project=args["project"], name=args["name"], exist_ok=True, plots=False, val=True,
+        amp=args["amp"], seed=0, verbose=False)
+peak = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None
+print("PEAK_GB", json.dumps(peak))
+"""
+
+PREDICT = r"""
+import json, sys, time
+from coco2yolo import ultra
+ultra.setup()
+from coco2yolo.checkpoint import load_yolo
+from coco2yolo.images import read_image
+args = json.loads(sys.argv[1])
+model, _ = load_yolo(args["weights"])
+imgs = [read_image(p)[0] for p in args["files"]]
+model.predict(source=imgs[: args["batch"]], imgsz=args["imgsz"], device=args["device"], batch=args["batch"], verbose=False,
+              conf=0.001, half=args["half"])
+t = time.perf_counter()
+for i in range(0, len(imgs), args["batch"]):
+    model.predict(source=imgs[i:i + args["batch"]], imgsz=args["imgsz"], device=args["device"], batch=args["batch"],
+                  verbose=False, conf=0.001, max_det=300, half=args["half"])
+print("IMAGES_PER_S", len(imgs) / (time.perf_counter() - t))
+"""
+
+
+def _run(cmd: list[str], env: dict[str, str], log: Path, timeout: float) -> str:
+    with open(log, "w") as fh:
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT,
+                              timeout=timeout)
+        fh.write(proc.stdout)
+    if proc.returncode != 0:
+        raise SystemExit(f"failed ({proc.returncode}): {' '.join(cmd)}; see {log}")
+    return proc.stdout
+
+
+def _images_per_s(results_csv: Path, n_train: int) -> tuple[float, list[float]]:
+    with open(results_csv, newline="") as fh:
+        times = [float(r["time"]) for r in csv.DictReader(fh)]
+    per_epoch = [b - a for a, b in zip([0.0] + times, times)]
+    steady = per_epoch[1:] or per_epoch  # the first epoch carries the dataloader's and cuDNN's start
+    return n_train / (sum(steady) / len(steady)), per_epoch
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--out", default=str(ROOT / "bench" / "out" / "gpu.json"))
+    p.add_argument("--model", default="yolov8s.yaml")
+    p.add_argument("--images", type=int, default=512, help="training images (the sample at 1024 px)")
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--workers", type=int, default=8)
+    p.add_argument("--sizes", type=int, nargs="+", default=[640, 1024])
+    p.add_argument("--dry", action="store_true", help="CPU, 16 images of 64 px, 2 epochs at 64 px: checks the steps")
+    p.add_argument("--work", default=None, help="working folder (default: a new one under /tmp)")
+    args = p.parse_args()
+    import tempfile
+
+    import torch
+
+    if args.dry:
+        args.images, args.epochs, args.batch, args.workers, args.sizes = 16, 2, 8, 0, [64]
+        args.model = "yolov5nu.yaml"
+    device = "cpu" if args.dry or not torch.cuda.is_available() else "0"
+    if device == "cpu" and not args.dry:
+        raise SystemExit("no CUDA GPU here: run on a GPU machine, or --dry to check the steps on the CPU")
+    work = Path(args.work or tempfile.mkdtemp(prefix="bench_gpu_"))
+    work.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "COCO2YOLO_OFFLINE": "1", "COCO2YOLO_RUNS": str(work / "runs")}
+    from coco2yolo.sample import make_sample
+
+    t_start = time.time()
+    size = 64 if args.dry else 1024
+    sample = make_sample(work / "sample", n_train=int(args.images * 1.25), n_test=8, size=size, seed=0)
+    ds = work / "ds"
+    _run([sys.executable, "-m", "coco2yolo", str(sample), "--out", str(ds), "--val-fraction", "0.2", "--seed", "0"],
+         env, work / "convert.log", 600)
+    n_train = len(json.loads((ds / "train.json").read_text())["images"])
+    val_files = [str((ds / im["file_name"]).resolve()) for im in json.loads((ds / "val.json").read_text())["images"]]
+    amp = device != "cpu"
+    result: dict = {"command": "python bench/bench_gpu.py " + " ".join(sys.argv[1:]), "device": device,
+                    "gpu": torch.cuda.get_device_name(0) if device != "cpu" else None,
+                    "torch": torch.__version__, "model": args.model, "train_images": n_train,
+                    "epochs": args.epochs, "batch": args.batch, "workers": args.workers, "amp": amp, "sizes": {}}
+    import ultralytics
+
+    result["ultralytics"] = ultralytics.__version__
+    for imgsz in args.sizes:
+        r: dict = {}
+        name = f"ours_{imgsz}"
+        _run([sys.executable, "train_yolo.py", "--data", str(ds / "data.yaml"), "--model", args.model, "--epochs",
+              str(args.epochs), "--imgsz", str(imgsz), "--batch", str(args.batch), "--device", device, "--workers",
+              str(args.workers), "--name", name, "--weights-dir", str(work / "weights"), "--exist-ok", "--no-plots",
+              "--amp", "true" if amp else "false", "--patience", "1000"], env, work / f"{name}.log", 3600)
+        side = json.loads((work / "weights" / f"{name}.json").read_text())
+        r["train_images_per_s"], r["train_epoch_seconds"] = _images_per_s(Path(side["run_dir"]) / "results.csv", n_train)
+        r["train_peak_gpu_gb"] = side.get("gpu_peak_memory_gb")
+        base = f"ultralytics_{imgsz}"
+        out = _run([sys.executable, "-c", BASELINE, json.dumps({
+            "model": args.model, "data": str(ds / "data.yaml"), "epochs": args.epochs, "imgsz": imgsz,
+            "batch": args.batch, "device": device, "workers": args.workers, "project": str(work / "runs" / "base"),
+            "name": base, "amp": amp})], env, work / f"{base}.log", 3600)
+        r["baseline_train_images_per_s"], r["baseline_train_epoch_seconds"] = _images_per_s(
+            work / "runs" / "base" / base / "results.csv", n_train)
+        r["baseline_train_peak_gpu_gb"] = json.loads(out.split("PEAK_GB", 1)[1].split()[0])
+        r["train_ratio_ours_to_ultralytics"] = r["train_images_per_s"] / r["baseline_train_images_per_s"]
+        weights = work / "weights" / f"{name}.pt"
+        t = time.perf_counter()
+        _run([sys.executable, "infer.py", "--weights", str(weights), "--images", str(ds / "val.json"), "--out",
+              str(work / f"preds_{imgsz}.json"), "--device", device, "--batch", str(args.batch)]
+             + (["--half"] if amp else []), env, work / f"infer_{imgsz}.log", 1800)
+        infer_wall = time.perf_counter() - t
+        rate = open(work / f"infer_{imgsz}.log").read().rsplit("(", 1)[-1].split(" images/s")[0]
+        r["infer_images_per_s"] = float(rate)
+        r["infer_command_seconds"] = infer_wall
+        out = _run([sys.executable, "-c", PREDICT, json.dumps({
+            "weights": str(weights), "files": val_files, "imgsz": imgsz, "device": device, "batch": args.batch,
+            "half": amp})], env, work / f"predict_{imgsz}.log", 1800)
+        r["baseline_infer_images_per_s"] = float(out.split("IMAGES_PER_S", 1)[1].split()[0])
+        r["infer_ratio_ours_to_bare_predict"] = r["infer_images_per_s"] / r["baseline_infer_images_per_s"]
+        result["sizes"][str(imgsz)] = r
+        print(imgsz, json.dumps(r), flush=True)
+    result["seconds"] = time.time() - t_start
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,255 @@
+"""How long each job of an experiment will take, from measured throughput; fitting a plan to a budget.
+
+- **Probe**: for each (model, image size, batch, device) a few training steps on random images of that size
+  (forward, loss, backward, optimizer step; AMP on CUDA), after one warm-up step: seconds per training image.
+  Cached in ``OUT/.kfold/probes.json`` (a probe of a large model at 1024 px on a CPU takes minutes; on a GPU
+  seconds).
+- **Measured**: once a training job of the same settings has finished, its sidecar's seconds per epoch
+  replace the probe (they include data loading, augmentation and validation, which the probe does not).
+- A training job takes its ``--time`` budget if it has one, else ``epochs`` x (training images x seconds per
+  image, plus validation images at a third of that); a prediction job its images at a third; the rest a few
+  seconds each.
+
+:func:`fit` checks the plan against the experiment's ``budget`` (refused in one line that says by how much)
+and shares what is left among the ``time: auto`` models.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from coco2yolo import cli
+from coco2yolo.errors import UserError
+from coco2yolo.fileio import load_json, write_json
+from coco2yolo.kfold.experiment import Experiment
+from coco2yolo.kfold.plan import Job, time_of
+
+VAL_SHARE = 1 / 3          # a validation or prediction image costs about a third of a training image
+STARTUP = 20.0             # seconds to start a training command (imports, model build, dataset scan)
+PROBE_STEPS = 3
+
+
+@dataclass
+class Estimate:
+    seconds: float
+    source: str            # "budget", "measured", "probe", "fixed"
+
+
+def _flag(args: list[str], flag: str, default: Any) -> Any:
+    return args[args.index(flag) + 1] if flag in args else default
+
+
+def settings_of(args: list[str]) -> dict[str, Any]:
+    """The settings a training's speed depends on, from its train_yolo.py flags and the defaults."""
+    from coco2yolo.training import config
+
+    d = config.defaults()
+    return {"model": str(_flag(args, "--model", d["model"])), "weights": _flag(args, "--weights", None),
+            "imgsz": int(_flag(args, "--imgsz", d["imgsz"])), "batch": int(float(_flag(args, "--batch", d["batch"]))),
+            "epochs": int(_flag(args, "--epochs", d["epochs"]))}
+
+
+def _arch(model: str, weights: str | None) -> str | dict[str, Any]:
+    """A model yaml to probe: the speed of an architecture does not need its weights."""
+    from coco2yolo.checkpoint import read_checkpoint
+    from coco2yolo.checkpoint.legacy import target_yaml
+
+    for spec in (weights, model):
+        if spec and spec.endswith(".pt") and Path(spec).is_file():
+            ck = read_checkpoint(spec)
+            return target_yaml(ck.yaml, spec) if ck.kind == "yolov5" else ck.yaml  # type: ignore[return-value]
+    if weights and weights.endswith(".pt"):
+        return "yolov5nu.yaml"
+    return model[:-3] + ".yaml" if model.endswith(".pt") else model
+
+
+def probe(model: str, weights: str | None, imgsz: int, batch: int, device: str) -> float:
+    """Seconds per training image of this model at this size on this device (see the module docstring)."""
+    import torch
+
+    from coco2yolo import ultra
+
+    ultra.setup()
+    from ultralytics.cfg import get_cfg
+    from ultralytics.nn.tasks import DetectionModel, yaml_model_load
+
+    from coco2yolo.checkpoint.arch import _quiet, check_yaml
+
+    arch = _arch(model, weights)
+    cfg = yaml_model_load(arch) if isinstance(arch, str) and not Path(arch).is_file() else arch
+    if isinstance(cfg, str):
+        from coco2yolo.training.config import load_yaml_mapping
+
+        cfg = load_yaml_mapping(cfg, "model yaml")
+    dev = torch.device("cpu" if device == "cpu" else f"cuda:{device.split(',')[0]}")
+    with _quiet():
+        net = DetectionModel(dict(check_yaml(cfg)), nc=10, verbose=False).to(dev)
+    net.args = get_cfg()
+    net.train()
+    b = max(1, min(batch, 8 if dev.type == "cuda" else 2))
+    g = torch.Generator().manual_seed(0)
+    n = 4 * b
+    batch_doc = {"img": torch.rand(b, 3, imgsz, imgsz, generator=g).to(dev),
+                 "batch_idx": torch.arange(b).repeat_interleave(4).float().to(dev),
+                 "cls": torch.randint(0, 10, (n, 1), generator=g).float().to(dev),
+                 "bboxes": (torch.rand(n, 4, generator=g) * 0.4 + 0.3).to(dev)}
+    opt = torch.optim.SGD(net.parameters(), lr=1e-5, momentum=0.9)
+    amp = dev.type == "cuda"
+
+    def step() -> None:
+        with torch.autocast(dev.type, enabled=amp):
+            loss, _ = net.loss(batch_doc)
+        loss.sum().backward()
+        opt.step()
+        opt.zero_grad()
+
+    step()
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    t0 = time.perf_counter()
+    for _ in range(PROBE_STEPS):
+        step()
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    return (time.perf_counter() - t0) / (PROBE_STEPS * b)
+
+
+class Estimator:
+    """Job estimates for one experiment (probes cached in OUT/.kfold/probes.json)."""
+
+    def __init__(self, exp: Experiment, device: str, out: Any = None):
+        self.exp, self.device, self.out = exp, device, out
+        self.cache_file = exp.out / ".kfold" / "probes.json"
+        try:
+            self.cache = load_json(self.cache_file, "probe cache") if self.cache_file.exists() else {}
+        except UserError:
+            self.cache = {}
+        self.n_images = self._count_images()
+
+    def _count_images(self) -> tuple[int, int]:
+        """(training images, test images) of the experiment."""
+        def count(path: Path | None) -> int:
+            if path is None or not path.is_file():
+                return 0
+            doc = load_json(path, "COCO file")
+            return len(doc.get("images") or []) if isinstance(doc, dict) else 0
+
+        return count(self.exp.train), count(self.exp.test)
+
+    def _key(self, s: dict[str, Any]) -> str:
+        import torch
+
+        name = "cpu"
+        if self.device != "cpu" and torch.cuda.is_available():
+            name = torch.cuda.get_device_name(int(self.device.split(",")[0]))
+        return f"{s['weights'] or s['model']}|{s['imgsz']}|{s['batch']}|{name}|torch {torch.__version__}"
+
+    def per_image(self, args: list[str]) -> tuple[float, str]:
+        """Seconds per training image for a training job's flags: measured if a job with these settings
+        finished, else probed (cached)."""
+        s = settings_of(args)
+        key = self._key(s)
+        measured = self.cache.get("measured", {}).get(key)
+        if measured:
+            return float(measured), "measured"
+        probed = self.cache.get("probes", {}).get(key)
+        if probed is None:
+            if self.out is not None:
+                print(f"probing the throughput of {s['weights'] or s['model']} at {s['imgsz']} px on {self.device} ...",
+                      file=self.out, flush=True)
+            probed = probe(s["model"], s["weights"], s["imgsz"], s["batch"], self.device)
+            self.cache.setdefault("probes", {})[key] = probed
+            write_json(self.cache_file, self.cache, indent=2)
+        return float(probed) * 1.15, "probe"  # data loading and augmentation: +15% (replaced once measured)
+
+    def learn(self, args: list[str], sidecar: dict[str, Any], n_train: int, n_val: int) -> None:
+        """Record a finished training's measured seconds per image (for the next estimates)."""
+        per_epoch = sidecar.get("seconds_per_epoch")
+        if not per_epoch or n_train <= 0:
+            return
+        s = settings_of(args)
+        per_image = per_epoch / (n_train + VAL_SHARE * n_val)
+        self.cache.setdefault("measured", {})[self._key(s)] = per_image
+        write_json(self.cache_file, self.cache, indent=2)
+
+    def job(self, job: Job) -> Estimate:
+        n, n_test = self.n_images
+        K = self.exp.folds
+        if job.step == "train" and job.argv is not None:
+            budget = time_of(job.argv)
+            if budget is not None:
+                return Estimate(budget * 3600 + STARTUP, "budget")
+            c, source = self.per_image(job.argv)
+            refit = job.id.endswith("/all")
+            n_train = n if refit else n * (K - 1) / K
+            n_val = 0 if refit else n / K
+            epochs = settings_of(job.argv)["epochs"]
+            return Estimate(epochs * c * (n_train + VAL_SHARE * n_val) + (c * VAL_SHARE * n if refit else 0)
+                            + STARTUP, source)
+        if job.step == "predict" and job.argv is not None:
+            train_job = job.deps[0] if job.deps else None
+            images = n_test if job.id.endswith("/test") else n / K
+            c = 0.0
+            if train_job is not None:
+                argv = self._train_argv.get(train_job)
+                if argv is not None:
+                    c = self.per_image(argv)[0]
+            return Estimate(images * c * VAL_SHARE + 10.0, "probe")
+        return Estimate(10.0 if job.argv is not None else 2.0, "fixed")
+
+    def all(self, jobs: list[Job]) -> dict[str, Estimate]:
+        self._train_argv = {j.id: j.argv for j in jobs if j.step == "train" and j.argv is not None}
+        return {j.id: self.job(j) for j in jobs}
+
+
+def fit(exp: Experiment, build: Any, estimator: Estimator) -> tuple[list[Job], dict[str, Estimate], dict[str, float]]:
+    """The plan, each job's estimate, and the ``time: auto`` models' fold budgets (hours), fitted to the
+    experiment's budget: UserError saying by how much when the plan cannot fit."""
+    auto = [m for m in exp.models if m.auto_time]
+    search_s = (exp.search.budget_hours or 0) * 3600 if exp.search is not None else 0.0
+    if exp.budget_hours is None:
+        jobs = build({})
+        return jobs, estimator.all(jobs), {}
+    budget_s = exp.budget_hours * 3600
+    # every auto model's fold jobs at a nominal minute: what the fixed part of the plan costs
+    nominal = {m.name: 1 / 60 for m in auto}
+    jobs = build(nominal)
+    est = estimator.all(jobs)
+    auto_names = {m.name for m in auto}
+
+    def is_auto_train(j: Job) -> bool:
+        return j.step == "train" and j.id.split("/")[1] in auto_names
+
+    fixed = sum(e.seconds for jid, e in est.items() if not is_auto_train(next(j for j in jobs if j.id == jid)))
+    K = exp.folds
+    units = K + (K / (K - 1) if exp.test is not None and exp.final in ("refit", "both") else 0)
+    left = budget_s - fixed - search_s - len(auto) * units * STARTUP
+    need = fixed + search_s
+    if not auto:
+        if need > budget_s:
+            raise UserError(f"{exp.path}: the plan needs {cli.format_hours(need / 3600)} of device time, "
+                            f"{cli.format_hours((need - budget_s) / 3600)} more than its budget of "
+                            f"{cli.format_hours(exp.budget_hours)} (dry-run shows each job; lower epochs or imgsz, drop "
+                            "a model or fold, or raise the budget)")
+        return jobs, est, {}
+    per_fold = left / (len(auto) * units)
+    if per_fold < 60:
+        raise UserError(f"{exp.path}: the fixed part of the plan needs {cli.format_hours(need / 3600)} of its "
+                        f"{cli.format_hours(exp.budget_hours)} budget, leaving {cli.format_hours(max(left, 0) / 3600)} "
+                        f"for the time: auto models ({len(auto)} x {units:g} trainings); raise the budget by at least "
+                        f"{cli.format_hours((60 * len(auto) * units - left) / 3600)}")
+    times = {m.name: per_fold / 3600 for m in auto}
+    jobs = build(times)
+    return jobs, estimator.all(jobs), times
+
+
+def describe(est: Estimate) -> str:
+    return f"~{cli.format_hours(est.seconds / 3600)} ({est.source})"
+
+
+def total(est: dict[str, Estimate], jobs: list[Job]) -> float:
+    return sum(e.seconds for e in est.values())
+

@@ -1,0 +1,184 @@
+"""Issue 19: time budgets, measured estimates, the recipe search (Optuna, pruned early), the refit."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from coco2yolo import cli
+from coco2yolo.kfold import __main__ as kfold
+from coco2yolo.training import config, train
+from conftest import ROOT, run_cli, train_tiny
+
+
+def _one_line(code, err, match=None):
+    assert code == 2, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    if match:
+        assert match in err, err
+
+
+# --- durations ------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("text, hours", [("0.5", 0.5), ("90s", 90 / 3600), ("30m", 0.5), ("2h", 2.0), ("1.5h", 1.5),
+                                         ("45min", 0.75), (2, 2.0)])
+def test_durations(text, hours):
+    assert cli.duration_hours(text) == pytest.approx(hours)
+
+
+@pytest.mark.parametrize("bad", ["-1", "nan", "5x", "0", "inf", "", "m"])
+def test_bad_time_is_one_line(yolo_data, tmp_path, capsys, bad):
+    code, _, err = run_cli(train.main, train.get_args_parser(),
+                           ["--data", yolo_data / "data.yaml", f"--time={bad}"], capsys)
+    _one_line(code, err, "duration")
+
+
+def test_time_in_a_config_file(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("time: 30m\n")
+    assert config.resolve(train.get_args_parser().parse_args(["--config", str(cfg)]))["time"] == pytest.approx(0.5)
+    cfg.write_text("time: 5x\n")
+    with pytest.raises(Exception, match="time must be a duration"):
+        config.resolve(train.get_args_parser().parse_args(["--config", str(cfg)]))
+
+
+def test_a_timed_run_ends_within_its_budget_and_says_what_ran(yolo_data, tmp_path):
+    w = train_tiny(yolo_data / "data.yaml", "timed", tmp_path, "--epochs", "10000", "--time", "12s", "--no-plots")
+    side = json.loads(w.with_suffix(".json").read_text())
+    assert side["budget_hours"] == pytest.approx(12 / 3600) and side["epochs_asked"] == 10000
+    assert 1 <= side["epochs_done"] < 10000 and len(side["val_mAP50_by_epoch"]) == side["epochs_done"]
+    per = side["seconds_per_epoch"]
+    assert per == pytest.approx(side["loop_seconds"] / side["epochs_done"])
+    assert side["command_seconds"] <= 12 + per + 6, side  # the budget, the epoch under way, the final validation
+
+
+# --- the recipe search --------------------------------------------------------------------------------
+
+def _experiment(root: Path, sample: Path, **extra) -> Path:
+    doc = {"train": str(sample), "test": str(sample.parent / "test.json"), "out": str(root / "exp"),
+           "convert": {"folds": 2, "seed": 0},
+           "models": [{"name": "a", "model": "yolov5nu.yaml", "epochs": 1, "imgsz": 64, "batch": 8, "workers": 0}],
+           "bootstrap": 20, **extra}
+    path = root / "exp.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+SEARCH = {"base": {"model": "yolov5nu.yaml", "epochs": 2, "imgsz": 64, "batch": 8, "workers": 0, "plots": False},
+          "space": {"lr0": {"low": 0.001, "high": 0.05, "log": True}, "mosaic": [0.0, 1.0]},
+          "trials": 3, "pruner": "hyperband"}
+
+
+@pytest.mark.parametrize("change, match", [
+    ({"space": {}}, "space must map one or more keys"),
+    ({"space": {"lr0": []}}, "space.lr0 is an empty list"),
+    ({"space": {"lr0": {"low": 0.1, "high": 0.01}}}, "low 0.1 is above high 0.01"),
+    ({"space": {"lr0": {"low": 0, "high": 0.1, "log": True}}}, "a log range needs low > 0"),
+    ({"sampler": "tpe"}, "unknown key 'sampler'"),
+    ({"pruner": "hyperbnd"}, "did you mean hyperband"),
+    ({"budget": "5x"}, "budget must be a duration"),
+    ({"space": {"imgsz": [64, "big"]}}, "space.imgsz = 'big'"),
+    ({"fold": 2}, "fold must be a fold of convert.folds (0 to 1)"),
+])
+def test_bad_search_sections_are_one_line(sample, tmp_path, capsys, change, match):
+    exp = _experiment(tmp_path, sample, search={**SEARCH, **change})
+    code, _, err = run_cli(kfold.main, kfold.get_args_parser(), [exp, "--dry-run", "--devices", "cpu"], capsys)
+    _one_line(code, err, match)
+
+
+def test_the_search_prunes_writes_its_results_and_the_kfold_run_trains_the_winner(sample, tmp_path, capsys):
+    exp = _experiment(tmp_path, sample, search=SEARCH, final="both")
+    code, out, err = run_cli(kfold.main, kfold.get_args_parser(), [exp, "--only", "search", "--devices", "cpu"], capsys)
+    assert code == 0, err
+    with open(tmp_path / "exp" / "search" / "trials.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 3 and {r["state"] for r in rows} <= {"complete", "pruned"}
+    assert all(r["lr0"] and r["mosaic"] and float(r["seconds"]) > 0 for r in rows)
+    best = yaml.safe_load((tmp_path / "exp" / "search" / "best.yaml").read_text())
+    assert best["name"] == "search_best" and best["model"] == "yolov5nu.yaml" and "lr0" in best
+    complete = [r for r in rows if r["state"] == "complete"]
+    assert float(best["lr0"]) == pytest.approx(float(max(complete, key=lambda r: float(r["val_mAP50"]))["lr0"]))
+    code, out, err = run_cli(kfold.main, kfold.get_args_parser(), [exp, "--devices", "cpu"], capsys)
+    assert code == 0, err
+    o = tmp_path / "exp"
+    for f in (0, 1):
+        assert (o / "weights" / f"search_best_fold{f}.pt").exists()
+    assert (o / "weights" / "search_best_all.pt").exists() and (o / "weights" / "a_all.pt").exists()
+    side = json.loads((o / "weights" / "search_best_all.json").read_text())
+    assert side["config"]["val"] is False and side["config"]["lr0"] == pytest.approx(float(best["lr0"]))
+    assert (o / "submission.csv").exists() and "[" in out and "left" in out  # progress lines with an ETA
+    summary = json.loads((o / "summary.json").read_text())
+    assert [m["name"] for m in summary["models"]] == ["a", "search_best"]
+
+
+def test_a_killed_search_resumes_and_two_processes_never_run_one_trial(sample, tmp_path):
+    """Two search processes on one study at once; then one is killed mid-trial and the search run again."""
+    exp = _experiment(tmp_path, sample, search={**SEARCH, "trials": 4, "pruner": "none"})
+    env = {**os.environ, "COCO2YOLO_OFFLINE": "1"}
+    argv = [sys.executable, "-m", "coco2yolo.kfold", str(exp), "--only", "search", "--devices", "cpu"]
+    first = subprocess.run(argv[:4] + ["--only", "convert", "--devices", "cpu"], cwd=ROOT, env=env,
+                           capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr
+    procs = [subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for _ in range(2)]
+    time.sleep(20)
+    procs[1].kill()  # killed while its trial runs
+    outs = [p.communicate(timeout=600)[0] for p in procs]
+    rerun = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    started = [line.split()[2] for text in outs + [rerun.stdout] for line in text.splitlines()
+               if line.startswith("search: trial") and " on cpu:" in line]
+    assert len(started) == len(set(started)), started  # no trial number ran twice
+    import optuna
+
+    study = optuna.load_study(study_name="search", storage=f"sqlite:///{tmp_path / 'exp' / 'search.db'}")
+    states = [t.state.name for t in study.trials]
+    assert states.count("COMPLETE") >= 4 and "RUNNING" not in states, states
+
+
+# --- budgets for the whole experiment --------------------------------------------------------------------
+
+def test_dry_run_estimates_and_a_plan_over_budget_is_refused(sample, tmp_path, capsys):
+    exp = _experiment(tmp_path, sample, budget="1h")
+    code, out, err = run_cli(kfold.main, kfold.get_args_parser(), [exp, "--dry-run", "--devices", "cpu"], capsys)
+    assert code == 0, err
+    assert "estimated device time" in out and "of a budget of 60 min" in out and "(probe)" in out
+    assert (tmp_path / "exp" / ".kfold" / "probes.json").exists()  # cached for the next dry run
+    exp = _experiment(tmp_path, sample, budget="30s")
+    code, _, err = run_cli(kfold.main, kfold.get_args_parser(), [exp, "--dry-run", "--devices", "cpu"], capsys)
+    _one_line(code, err, "more than its budget of 30 s")
+
+
+def test_time_auto_shares_what_the_budget_leaves(sample, tmp_path, capsys):
+    exp = _experiment(tmp_path, sample, budget="2h", final="folds",
+                      models=[{"name": "a", "model": "yolov5nu.yaml", "epochs": 1, "imgsz": 64, "workers": 0},
+                              {"name": "b", "model": "yolov5nu.yaml", "time": "auto", "imgsz": 64, "workers": 0}])
+    code, out, err = run_cli(kfold.main, kfold.get_args_parser(), [exp, "--dry-run", "--devices", "cpu"], capsys)
+    assert code == 0, err
+    line = next(ln for ln in out.splitlines() if "time: auto ->" in ln)
+    per_fold = line.split("b ")[1].split(" a fold")[0]
+    hours = cli.duration_hours(per_fold.replace(" min", "m").replace(" h ", "h").replace(" s", "s")) \
+        if "h" not in per_fold else 1.0
+    assert 0.4 < hours <= 1.0, line  # about half of what the fixed jobs leave of 2 h, for each of 2 folds
+    assert "--time" in next(ln for ln in out.splitlines() if "--name b_fold0" in ln)
+    exp = _experiment(tmp_path, sample, models=[{"name": "b", "model": "yolov5nu.yaml", "time": "auto"}])
+    code, _, err = run_cli(kfold.main, kfold.get_args_parser(), [exp, "--dry-run", "--devices", "cpu"], capsys)
+    _one_line(code, err, "time: auto needs a top-level budget")
+
+
+def test_final_modes_plan_their_jobs(sample, tmp_path, capsys):
+    for final, refit, folds in (("refit", True, False), ("folds", False, True), ("both", True, True)):
+        exp = _experiment(tmp_path, sample, final=final)
+        code, out, err = run_cli(kfold.main, kfold.get_args_parser(), [exp, "--dry-run", "--devices", "cpu"], capsys)
+        assert code == 0, err
+        fuse = next(ln for ln in out.splitlines() if "--out" in ln and "/test/a.json" in ln)
+        assert ("a_all_test.json" in fuse) == refit and ("a_fold0_test.json" in fuse) == folds, (final, fuse)
+        assert ("train/a/all" in out) == refit
