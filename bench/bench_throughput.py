@@ -56,6 +56,7 @@ def main() -> None:
     p.add_argument("--imgsz", type=int, default=320)
     p.add_argument("--device", default="cpu")
     p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--only", nargs="+", default=None, help="run only these variants (the baselines always run)")
     args = p.parse_args()
     variants = {
         "baseline": [],                            # today's defaults: workers 8, no cache, no rect
@@ -70,6 +71,8 @@ def main() -> None:
     }
     result = {"command": "python bench/bench_throughput.py " + " ".join(sys.argv[1:]), "settings": vars(args),
               "variants": {}}
+    if args.only:
+        variants = {k: v for k, v in variants.items() if k in args.only or k.startswith("baseline")}
     for name, extra in variants.items():
         result["variants"][name] = run_variant(name, extra, args)
         print(name, json.dumps(result["variants"][name]), flush=True)
@@ -78,7 +81,7 @@ def main() -> None:
     result["baseline_seconds_per_epoch"] = base
     for v in result["variants"].values():
         v["speedup_vs_baseline"] = base / v["steady_seconds_per_epoch"]
-    record(f"throughput_{args.device}_{args.imgsz}", result)
+    record(f"throughput_{args.device}_{args.imgsz}" + ("_" + "_".join(args.only) if args.only else ""), result)
 
 
 if __name__ == "__main__":

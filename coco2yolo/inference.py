@@ -194,6 +194,20 @@ def multi_label_predictor() -> type:
     return MultiLabelPredictor
 
 
+def onnx_yolo(path: str | os.PathLike) -> Any:
+    """An Ultralytics ``YOLO`` for an ONNX file written by ``coco2yolo export`` (run by onnxruntime)."""
+    import importlib.util
+
+    if importlib.util.find_spec("onnxruntime") is None:
+        raise UserError(f"{path}: predicting with an ONNX file needs onnxruntime: pip install 'coco2yolo[export]'")
+    from ultralytics import YOLO
+
+    try:
+        return YOLO(str(path), task="detect")
+    except Exception as err:  # noqa: BLE001 - a damaged or foreign ONNX file is a user error
+        raise UserError(f"cannot load {path}: {' '.join(str(err).split())[:200]}") from None
+
+
 def _cuda_available() -> bool:
     import torch
 
@@ -274,7 +288,10 @@ def run(args: PredictOptions | argparse.Namespace) -> dict[str, Any]:
     from coco2yolo.checkpoint import load_yolo
 
     ultra.check_device(args.device)
-    model, ckpt = load_yolo(args.weights, args.trust_weights)
+    if str(args.weights).lower().endswith(".onnx"):  # no pickle: Ultralytics runs it with onnxruntime
+        model, ckpt = onnx_yolo(args.weights), None
+    else:
+        model, ckpt = load_yolo(args.weights, args.trust_weights)
     cmap, train_imgsz, note = resolve_sidecar(args.weights, {"train_args": ckpt.train_args} if ckpt is not None
                                               else getattr(model, "ckpt", None))
     if note:
@@ -296,7 +313,8 @@ def run(args: PredictOptions | argparse.Namespace) -> dict[str, Any]:
                         **({"half": True} if args.half else {}))
     predictor = multi_label_predictor() if args.multi_label else None
     with StreamingOutputs(out, Path(args.submission) if args.submission else None, images_json) as sink:
-        bar = tqdm(total=len(images), unit="img", desc="predict", file=sys.stderr, dynamic_ncols=True)
+        bar = tqdm(total=len(images), unit="img", desc="predict", file=sys.stderr, dynamic_ncols=True,
+                   disable=None)  # a bar on a terminal only: in a log each refresh would be a line
         todo = [(im, path_of[im["id"]]) for im in images if im["id"] not in bad]
         unread += [(im, bad[im["id"]]) for im in images if im["id"] in bad]
         on_gpu = str(args.device).lower() not in ("cpu", "mps") and _cuda_available()

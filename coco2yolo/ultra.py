@@ -2,9 +2,10 @@
 
 Call :func:`setup` before anything imports ``ultralytics``; every entry point does. It sets
 ``YOLO_OFFLINE=1`` (Ultralytics' own background network: events, version checks) and
-``YOLO_AUTOINSTALL=0``, ``ULTRALYTICS_SAFE_LOAD=1`` (checkpoints are read with
-``torch.load(weights_only=True)`` and an allow-list of model classes, so a crafted ``.pt`` cannot
-run code; :func:`trust_checkpoints` lifts it for files the user vouches for), points
+``YOLO_AUTOINSTALL=0``, ``ULTRALYTICS_SAFE_LOAD=1`` (a second line of defence: a user's checkpoint is
+read as data by :mod:`coco2yolo.checkpoint` and the model built there, so Ultralytics' loader only ever
+opens files this process wrote or checked; :func:`trust_checkpoints` lifts it for files the user vouches
+for), points
 ``YOLO_CONFIG_DIR`` into the run folder (unless the user set it) and carries the user's own
 Ultralytics settings into it (integrations such as TensorBoard, W&B, MLflow; ``sync`` stays off
 and runs/weights stay the project's), places matplotlib's DejaVuSans there as ``Arial.ttf`` and

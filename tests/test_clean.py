@@ -82,7 +82,7 @@ def _quadratic_rule(xyxy, thr):
 def test_the_duplicate_sweep_equals_the_quadratic_rule():
     import numpy as np
 
-    from coco2yolo.dataset.clean import _greedy_duplicates
+    from coco2yolo.dataset.sweep import greedy_duplicates as _greedy_duplicates
 
     rng = np.random.default_rng(0)
     for trial in range(400):

@@ -146,7 +146,9 @@ def test_bootstrap_weights_reproduce_and_interval_brackets_estimate():
 # --- command line -------------------------------------------------------------------------------
 
 def _cli(argv, capsys):
-    return run_cli(ev.main, ev.get_args_parser(), argv, capsys)
+    from coco2yolo.evaluation import command
+
+    return run_cli(command.main, command.get_args_parser(), argv, capsys)
 
 
 def test_cli_report_json_plots_and_difference(tmp_path, capsys):
@@ -177,3 +179,29 @@ def test_cli_bad_results(tmp_path, capsys, content, match):
     p.write_text(json.dumps(content))
     code, _, err = _cli(["--gt", g, p], capsys)
     assert code == 2 and match in err and "p.json" in err and len(err.strip().splitlines()) == 1
+
+
+def test_the_large_input_port_equals_cocoeval_to_the_bit():
+    """Above LARGE predictions, point estimates come from the project's port of COCOeval (arrays only): its
+    whole precision array must equal faster-coco-eval's on random cases (ties, crowds, empty classes)."""
+    from coco2yolo.evaluation.metrics import cocoeval_precision, port_precision, prepare_gt
+    from coco2yolo.results import Detections
+
+    rng = np.random.default_rng(0)
+    for _ in range(25):
+        n_img, cats = int(rng.integers(3, 30)), [0, 3, 7]
+        images = [{"id": i * 2, "file_name": f"{i}.jpg", "width": 100, "height": 100} for i in range(n_img)]
+        anns = []
+        for i in range(n_img):
+            for _ in range(int(rng.integers(0, 6))):
+                x, y = rng.random(2) * 70
+                w, h = rng.random(2) * 30 + 1
+                anns.append({"id": len(anns), "image_id": i * 2, "category_id": int(rng.choice(cats)),
+                             "bbox": [x, y, w, h], "iscrowd": int(rng.random() < 0.1)})
+        gt = prepare_gt({"images": images, "categories": [{"id": c, "name": str(c)} for c in cats], "annotations": anns})
+        n = int(rng.integers(1, 400))
+        dets = Detections((rng.integers(0, n_img, n) * 2).astype(np.int64), rng.choice(cats, n).astype(np.int64),
+                          np.column_stack([rng.random((n, 2)) * 70, rng.random((n, 2)) * 30 + 1]),
+                          rng.random(n).round(2))
+        ref = cocoeval_precision(gt, dets, 100)[..., 0:1, -1:]
+        assert np.array_equal(port_precision(gt, dets, cats, 100), ref)

@@ -29,3 +29,11 @@ def test_demo_pipeline_runs_at_toy_size(tmp_path):
     assert "ensemble (WBF)" in proc.stdout and "95% interval" in proc.stdout
     assert (out / "plots" / "ap50_per_class.png").exists() and any((out / "vis").rglob("*.jpg"))
     assert (out / "ensemble_test.json").exists() and len(json.loads((out / "metrics.json").read_text())["files"]) == 3
+    assert (out / "ensemble_submission.csv").exists()  # the ensemble gets a submission like each model
+    assert (out / "runs" / "train").is_dir()  # Ultralytics' runs stay inside the demo's folder
+    assert "epoch 1/1: validation mAP50" in proc.stdout and "demo_yolov5nu: validation mAP50" in proc.stdout
+    assert proc.stdout.count("epoch 1/1:") == 2  # one line per epoch and model, not two
+    again = subprocess.run([sys.executable, "-m", "coco2yolo.demo", "--out", str(out), "--data", str(tmp_path / "sample"),
+                            "--train-images", "30", "--test-images", "3", "--size", "64", "--epochs", "2"],
+                           cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 2 and "holds a demo run with other options" in again.stderr and "epochs 1 -> 2" in again.stderr

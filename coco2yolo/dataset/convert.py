@@ -280,7 +280,9 @@ def convert(json_path: str | os.PathLike, out: str | os.PathLike, opts: ConvertO
     fold = assign_folds(counts, shares, opts.seed)
     if not opts.all_train:
         _check_split(fold, val_fold, opts, len(image_ids))
-    result.split_text, result.max_share_deviation_pp = split_table(counts, fold, cmap.names)
+    labels = (["train"] if opts.all_train else None if opts.folds else
+              ["val" if f == val_fold else "train" for f in range(len(shares))])
+    result.split_text, result.max_share_deviation_pp = split_table(counts, fold, cmap.names, labels)
     split_of = {iid: ("val" if f == val_fold else "train") for iid, f in zip(image_ids, fold.tolist())}
 
     anns_of: dict[int, list[dict[str, Any]]] = {iid: [] for iid in image_ids}

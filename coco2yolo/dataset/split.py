@@ -74,12 +74,15 @@ def _ensure_every_class(counts: np.ndarray, fold: np.ndarray, n_folds: int) -> N
             fold[pick] = f
 
 
-def split_table(counts: np.ndarray, fold: np.ndarray, names: list[str]) -> tuple[str, float]:
-    """Human-readable class counts per fold, and the largest deviation (percentage points)."""
+def split_table(counts: np.ndarray, fold: np.ndarray, names: list[str], labels: list[str] | None = None
+                ) -> tuple[str, float]:
+    """Human-readable class counts per fold, and the largest deviation (percentage points); ``labels``: the
+    columns' headings (default fold0, fold1, ...)."""
     n_folds = int(fold.max()) + 1 if len(fold) else 0
     overall = counts.sum(axis=0) / max(counts.sum(), 1)
     width = max(8, *(len(n) for n in names)) if names else 8
-    lines = [f"{'class':<{width}} {'all':>7} " + " ".join(f"{'fold' + str(f):>7}" for f in range(n_folds))]
+    labels = labels or [f"fold{f}" for f in range(n_folds)]
+    lines = [f"{'class':<{width}} {'all':>7} " + " ".join(f"{labels[f]:>7}" for f in range(n_folds))]
     per_fold = np.stack([counts[fold == f].sum(axis=0) for f in range(n_folds)])
     worst = (0.0, "", -1)
     for c, name in enumerate(names):
@@ -93,7 +96,7 @@ def split_table(counts: np.ndarray, fold: np.ndarray, names: list[str]) -> tuple
     lines.append(f"{'images':<{width}} {len(fold):>7} "
                  + " ".join(f"{(fold == f).sum():>7}" for f in range(n_folds)))
     lines.append(f"largest deviation from the overall class share: {worst[0]:.2f} pp"
-                 + (f" ({worst[1]}, fold {worst[2]})" if worst[2] >= 0 else ""))
+                 + (f" ({worst[1]}, {labels[worst[2]]})" if worst[2] >= 0 else ""))
     return "\n".join(lines), worst[0]
 
 

@@ -49,7 +49,10 @@ def coverage_warnings(out: dict[str, Any], gt_path: str) -> list[str]:
     data = out["_data"]
     with_boxes = {a["image_id"] for a in data["annotations"] if not a.get("iscrowd", 0)}
     for path, s in zip(out["files"], out["_scores"]):
-        covered = len(with_boxes & set(s.dets.image_id.tolist())) if len(s.dets) else 0
+        import numpy as np
+
+        covered = int(np.isin(np.fromiter(with_boxes, np.int64, len(with_boxes)), np.unique(s.dets.image_id)).sum()) \
+            if len(s.dets) else 0
         if with_boxes and covered < 0.5 * len(with_boxes):
             lines.append(f"warning: {path['path']} predicts on {covered} of the {len(with_boxes)} images of {gt_path} "
                          f"that have boxes ({100 * covered / len(with_boxes):.0f}%); the others count as misses. Are "

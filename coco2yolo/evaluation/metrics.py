@@ -25,6 +25,9 @@ from coco2yolo.errors import UserError
 from coco2yolo.results import Detections
 
 REC_THRS = np.linspace(0.0, 1.0, 101)
+# above this many predictions, point estimates come from this module's port of COCOeval (equal numbers, arrays
+# only) instead of faster-coco-eval, whose Python objects take about a kilobyte a prediction
+LARGE = 1_000_000
 AREA_ALL = (0.0, 1e5**2)
 # COCO's sizes, and finer bins for 1024 px photos (a battery a few dozen px wide to a bag filling the frame);
 # areas in px^2, named by the side of a square of that area
@@ -102,6 +105,8 @@ def cocoeval_precision(gt: dict[str, Any], dets: Detections, max_dets: int = 100
     """
     if len(dets) == 0:
         return None
+    if len(dets) > LARGE and area_ranges is None and backend == "faster":
+        return port_precision(gt, dets, sorted(c["id"] for c in gt["categories"]), max_dets)
     if backend == "faster":
         from faster_coco_eval import COCOeval_faster
 
@@ -195,45 +200,132 @@ class Matches:
     det_fp: list[np.ndarray] = field(default_factory=list)
 
 
-def match_iou50(gt: dict[str, Any], dets: Detections, cat_ids: list[int], max_dets: int = 100) -> Matches:
-    """Run COCOeval's matching at IoU 0.5, area 'all', ``max_dets`` per image and class."""
+@dataclass
+class _Groups:
+    """Ground truth and detections sorted into (image, category) groups, as COCOeval visits them."""
+
+    n_img: int
+    n_cat: int
+    g_off: np.ndarray
+    g_box: np.ndarray
+    g_crowd: np.ndarray
+    g_ig: np.ndarray
+    d_off: np.ndarray
+    d_box: np.ndarray
+    npig: np.ndarray
+    s_img: np.ndarray
+    s_cat: np.ndarray
+    s_score: np.ndarray
+
+
+def _groups(gt: dict[str, Any], dets: Detections, cat_ids: list[int]) -> _Groups:
     img_ids = sorted({im["id"] for im in gt["images"]})
-    img_row = {iid: i for i, iid in enumerate(img_ids)}
-    cat_row = {cid: k for k, cid in enumerate(cat_ids)}
     n_img, n_cat = len(img_ids), len(cat_ids)
     anns = gt["annotations"]
-    g_img = np.array([img_row[a["image_id"]] for a in anns], np.int64)
-    g_cat = np.array([cat_row[a["category_id"]] for a in anns], np.int64)
+    id_arr = np.array(img_ids, np.int64)
+    cat_arr = np.array(cat_ids, np.int64)
+    cat_sorted = np.argsort(cat_arr, kind="mergesort")
+
+    def rows(values: np.ndarray, keys: np.ndarray, order: np.ndarray | None = None) -> np.ndarray:
+        """Row of each value in ``keys`` (sorted through ``order``), -1 for a value not there."""
+        sk = keys if order is None else keys[order]
+        pos = np.searchsorted(sk, values)
+        pos_c = np.minimum(pos, max(len(sk) - 1, 0))
+        found = (pos < len(sk)) & (sk[pos_c] == values) if len(sk) else np.zeros(len(values), bool)
+        out = pos_c if order is None else order[pos_c]
+        return np.where(found, out, -1)
+
+    g_img = rows(np.array([a["image_id"] for a in anns], np.int64), id_arr)
+    g_cat = rows(np.array([a["category_id"] for a in anns], np.int64), cat_arr, cat_sorted)
     g_crowd = np.array([bool(a["iscrowd"]) for a in anns], np.bool_)
     g_area = np.array([a["area"] for a in anns], np.float64)
     g_ig = g_crowd | (g_area < AREA_ALL[0]) | (g_area > AREA_ALL[1])
     g_box = np.array([a["bbox"] for a in anns], np.float64).reshape(-1, 4)
     g_order = np.lexsort((np.arange(len(anns)), g_ig, g_cat, g_img))
-    d_img = np.array([img_row.get(i, -1) for i in dets.image_id.tolist()], np.int64)
-    d_cat = np.array([cat_row.get(c, -1) for c in dets.category_id.tolist()], np.int64)
-    valid = (d_img >= 0) & (d_cat >= 0)
-    idx = np.flatnonzero(valid)
+    d_img = rows(dets.image_id, id_arr)
+    d_cat = rows(dets.category_id, cat_arr, cat_sorted)
+    idx = np.flatnonzero((d_img >= 0) & (d_cat >= 0))
     d_order = idx[np.lexsort((idx, -dets.score[idx], d_cat[idx], d_img[idx]))]
+    del idx
     n_groups = n_img * n_cat
     g_key = (g_img * n_cat + g_cat)[g_order]
-    d_key = (d_img * n_cat + d_cat)[d_order]
-    g_off = np.searchsorted(g_key, np.arange(n_groups + 1))
-    d_off = np.searchsorted(d_key, np.arange(n_groups + 1))
-    nd = len(d_order)
-    matched, ignored, kept = np.zeros(nd, np.bool_), np.zeros(nd, np.bool_), np.zeros(nd, np.bool_)
-    _match_groups(g_off, np.ascontiguousarray(g_box[g_order]), g_crowd[g_order], g_ig[g_order],
-                  d_off, np.ascontiguousarray(dets.xywh[d_order]), 0.5, max_dets, matched, ignored, kept)
+    d_key = (d_img[d_order] * n_cat + d_cat[d_order])
     npig = np.zeros((n_cat, n_img), np.int64)
     np.add.at(npig, (g_cat[~g_ig], g_img[~g_ig]), 1)
-    out = Matches(n_images=n_img, npig=npig)
-    s_img, s_cat, s_score = d_img[d_order], d_cat[d_order], dets.score[d_order]
-    for k in range(n_cat):
-        sel = np.flatnonzero((s_cat == k) & kept)
-        order = sel[np.argsort(-s_score[sel], kind="mergesort")]
-        out.det_img.append(s_img[order])
+    return _Groups(n_img, n_cat, np.searchsorted(g_key, np.arange(n_groups + 1)),
+                   np.ascontiguousarray(g_box[g_order]), g_crowd[g_order], g_ig[g_order],
+                   np.searchsorted(d_key, np.arange(n_groups + 1)), np.ascontiguousarray(dets.xywh[d_order]), npig,
+                   d_img[d_order], d_cat[d_order], dets.score[d_order])
+
+
+def _matches_at(g: _Groups, thr: float, max_dets: int) -> Matches:
+    nd = len(g.s_score)
+    matched, ignored, kept = np.zeros(nd, np.bool_), np.zeros(nd, np.bool_), np.zeros(nd, np.bool_)
+    _match_groups(g.g_off, g.g_box, g.g_crowd, g.g_ig, g.d_off, g.d_box, thr, max_dets, matched, ignored, kept)
+    out = Matches(n_images=g.n_img, npig=g.npig)
+    for k in range(g.n_cat):
+        sel = np.flatnonzero((g.s_cat == k) & kept)
+        order = sel[np.argsort(-g.s_score[sel], kind="mergesort")]
+        out.det_img.append(g.s_img[order])
         out.det_tp.append(matched[order] & ~ignored[order])
         out.det_fp.append(~matched[order] & ~ignored[order])
     return out
+
+
+def match_iou50(gt: dict[str, Any], dets: Detections, cat_ids: list[int], max_dets: int = 100) -> Matches:
+    """Run COCOeval's matching at IoU 0.5, area 'all', ``max_dets`` per image and class."""
+    return _matches_at(_groups(gt, dets, cat_ids), 0.5, max_dets)
+
+
+IOU_THRS = np.linspace(0.5, 0.95, 10)
+
+
+def port_precision(gt: dict[str, Any], dets: Detections, cat_ids: list[int], max_dets: int = 100) -> np.ndarray:
+    """COCOeval's precision array [T, R, K, 1, 1] (area 'all', maxDets ``max_dets``; -1 for a class without
+    ground truth) from this module's port of its matching and accumulation: arrays only, so memory grows by
+    a few dozen bytes a prediction (faster-coco-eval's Python objects take about a kilobyte). Equal to
+    COCOeval's to 1e-9 (tests); used for inputs too large for it (:data:`LARGE`)."""
+    g = _groups(gt, dets, cat_ids)
+    prec = np.zeros((len(IOU_THRS), len(REC_THRS), g.n_cat, 1, 1))
+    ones = np.ones(g.n_img)
+    for t, thr in enumerate(IOU_THRS):
+        m = _matches_at(g, float(thr), max_dets)
+        for k in range(g.n_cat):
+            q = np.zeros(len(REC_THRS))
+            if m.npig[k].sum() == 0:
+                prec[t, :, k, 0, 0] = -1
+                continue
+            _precision_at_recalls(m.det_img[k], m.det_tp[k], m.det_fp[k], float(m.npig[k].sum()), ones, REC_THRS, q)
+            prec[t, :, k, 0, 0] = q
+    return prec
+
+
+@njit(cache=True)
+def _precision_at_recalls(det_img, det_tp, det_fp, npig, w, rec_thrs, q):
+    """COCOeval's accumulate for one class and threshold: the interpolated precision at each recall threshold
+    into ``q`` (0 past the last recall reached), each detection counted with its image's weight ``w``."""
+    n = len(det_img)
+    rc = np.empty(n)
+    pr = np.empty(n)
+    eps = np.spacing(1.0)
+    tp = 0.0
+    fp = 0.0
+    for j in range(n):
+        wt = w[det_img[j]]
+        if det_tp[j]:
+            tp += wt
+        if det_fp[j]:
+            fp += wt
+        rc[j] = tp / npig
+        pr[j] = tp / (fp + tp + eps)
+    for j in range(n - 2, -1, -1):
+        if pr[j + 1] > pr[j]:
+            pr[j] = pr[j + 1]
+    ptr = 0
+    for r in range(len(rec_thrs)):
+        while ptr < n and rc[ptr] < rec_thrs[r]:
+            ptr += 1
+        q[r] = pr[ptr] if ptr < n else 0.0
 
 
 @njit(cache=True)
@@ -242,10 +334,7 @@ def _ap_weighted(det_img, det_tp, det_fp, npig_img, weights, rec_thrs, out):
 
     Detections are in accumulate order; ``out[b]`` gets the AP, NaN when there is no ground truth.
     """
-    n = len(det_img)
-    rc = np.empty(n)
-    pr = np.empty(n)
-    eps = np.spacing(1.0)
+    q = np.empty(len(rec_thrs))
     for b in range(weights.shape[0]):
         npig = 0.0
         for i in range(len(npig_img)):
@@ -253,27 +342,11 @@ def _ap_weighted(det_img, det_tp, det_fp, npig_img, weights, rec_thrs, out):
         if npig <= 0:
             out[b] = np.nan
             continue
-        tp = 0.0
-        fp = 0.0
-        for j in range(n):
-            w = weights[b, det_img[j]]
-            if det_tp[j]:
-                tp += w
-            if det_fp[j]:
-                fp += w
-            rc[j] = tp / npig
-            pr[j] = tp / (fp + tp + eps)
-        for j in range(n - 2, -1, -1):
-            if pr[j + 1] > pr[j]:
-                pr[j] = pr[j + 1]
-        q = 0.0
-        ptr = 0
-        for r in rec_thrs:
-            while ptr < n and rc[ptr] < r:
-                ptr += 1
-            if ptr < n:
-                q += pr[ptr]
-        out[b] = q / len(rec_thrs)
+        _precision_at_recalls(det_img, det_tp, det_fp, npig, weights[b], rec_thrs, q)
+        total = 0.0
+        for r in range(len(rec_thrs)):
+            total += q[r]
+        out[b] = total / len(rec_thrs)
 
 
 def ap_from_matches(m: Matches, weights: np.ndarray | None = None) -> np.ndarray:

@@ -34,10 +34,11 @@ import yaml
 from coco2yolo.commands import script_command
 from coco2yolo.errors import UserError
 from coco2yolo.fileio import make_dirs, write_text
-from coco2yolo.kfold.experiment import SEARCH_BEST, Experiment, Search, flags
+from coco2yolo.kfold.experiment import SEARCH_BEST, Experiment, Search, check_entry
 from coco2yolo.training.budget import quiet_optuna as _quiet_optuna
 
 HEARTBEAT = 20      # seconds between heartbeats of a running trial
+MAX_FAILED_IN_A_ROW = 3
 GRACE = 90          # a running trial without a heartbeat for this long belongs to a dead process
 _HOST = socket.gethostname()
 
@@ -139,6 +140,8 @@ class SearchRun:
         self.study = study_of(self.search, self.storage)
         self._lock = threading.RLock()
         self._stop = threading.Event()
+        self._failed_in_a_row = 0
+        self.failure: str | None = None
 
     def _say(self, text: str) -> None:
         with self._lock:
@@ -156,9 +159,7 @@ class SearchRun:
     def argv(self, number: int, entry: dict[str, Any], device: str, cap: float | None) -> list[str]:
         """The trial's command; a time-budgeted base gets at most what is left of the search's budget (an
         epoch-budgeted one keeps its schedule and is stopped by :meth:`_one` if the budget runs out)."""
-        from coco2yolo.training import train
-
-        args = flags(entry, f"search trial {number}", train.get_args_parser())
+        args, _ = check_entry(entry, f"search trial {number}")  # its own flags, and --set for other Ultralytics keys
         if cap is not None and entry.get("time") is not None:
             hours = min(cap / 3600, _as_hours(entry["time"]))
             args = _replace_flag(args, "--time", f"{hours:.6f}")
@@ -229,6 +230,8 @@ class SearchRun:
             if side is not None and side.get("epochs_done") is not None:
                 self.storage.set_trial_user_attr(trial._trial_id, "epochs", side["epochs_done"])
             reached = self.storage.get_trial(trial._trial_id).user_attrs.get("best_val_mAP50")
+            if rc == 0 or cut:
+                self._failed_in_a_row = 0
             if cut and reached is not None:
                 self.study.tell(trial, reached)
                 self._say(f"search: trial {trial.number} stopped by the search's budget: val mAP50 {reached:.4f}, "
@@ -236,6 +239,13 @@ class SearchRun:
             elif rc != 0 or side is None:
                 self.study.tell(trial, state=TrialState.FAIL)
                 self._say(f"search: trial {trial.number} failed (exit {rc}); see {log_path}")
+                self._failed_in_a_row += 1
+                if self._failed_in_a_row >= MAX_FAILED_IN_A_ROW:  # a broken entry, not bad luck: stop and say why
+                    self.failure = (f"the recipe search stopped: {self._failed_in_a_row} trials in a row failed; the "
+                                    f"last: {_last_line(log_path)} (see {log_path})")
+                    self._stop.set()
+                self.write_results()
+                return not self._stop.is_set()
             elif (side.get("trial") or {}).get("pruned"):
                 self.study.tell(trial, state=TrialState.PRUNED)
                 self._say(f"search: trial {trial.number} pruned after {side.get('epochs_done')} epochs, {seconds:.0f} s")
@@ -283,6 +293,8 @@ class SearchRun:
             raise
         if errors:
             raise errors[0]
+        if self.failure:
+            raise UserError(self.failure)
         return self.write_results()
 
     def write_results(self) -> dict[str, Any] | None:
@@ -310,6 +322,14 @@ class SearchRun:
                    f"{best.value:.4f} on fold {self.search.fold}); written by the recipe search\n"
                    + yaml.safe_dump(entry, sort_keys=False))
         return entry
+
+
+def _last_line(log: Path) -> str:
+    try:
+        lines = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return ""
+    return lines[-1][-300:] if lines else ""
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:

@@ -145,4 +145,9 @@ def format_summary(doc: dict[str, Any]) -> str:
         lines.append(f"  test fusion: {s['method']} iou_thr {s['iou_thr']:g} weights {s['weights'] or 'equal'}")
     c = doc["compute"]
     lines.append(f"  device time: {c['device_seconds'] / 60:.1f} min (training and prediction)")
+    out = Path(doc["out"])
+    if doc.get("test"):
+        lines.append(f"  submission: {doc['test']['submission']}   (check it: python -m coco2yolo.submission check "
+                     f"{doc['test']['submission']} --images TEST.json)")
+    lines.append(f"  everything measured: {out / 'summary.json'}   every command: {out / 'commands.log'}")
     return "\n".join(lines)

@@ -175,11 +175,15 @@ def add_config_flags(parser: argparse.ArgumentParser, base: dict[str, Any]) -> N
             parser.add_argument("--no-mosaic", dest="mosaic", action="store_const", const=0.0,
                                 default=argparse.SUPPRESS, help="turn mosaic off")
         elif key in _BOOL_OR_VALUE:
+            what = {"amp": "true or false: mixed precision on CUDA", "cache": "ram, disk or false: keep decoded images "
+                    "in memory or on disk"}.get(key, "any value Ultralytics accepts")
             parser.add_argument(flag, nargs="?", const=True, type=yaml_scalar, default=argparse.SUPPRESS,
-                                metavar="VALUE", help=f"(default {str(default).lower()}; any value Ultralytics "
-                                "accepts, e.g. --cache ram)")
+                                metavar="VALUE", help=f"{what} (default {str(default).lower()})")
             parser.add_argument(f"--no-{key.replace('_', '-')}", dest=key, action="store_const", const=False,
                                 default=argparse.SUPPRESS, help=f"{key} false")
+        elif key == "data":
+            parser.add_argument(flag, type=str, default=argparse.SUPPRESS, metavar="DATA",
+                                help="required: the data.yaml written by python -m coco2yolo (categories.json beside it)")
         elif isinstance(default, bool) and (key in CFG_BOOL_KEYS or not is_ultralytics_key(key)):
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
                                 help=f"(default {str(default).lower()})")

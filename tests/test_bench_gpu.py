@@ -1,0 +1,20 @@
+"""bench/bench_gpu.py, the GPU throughput benchmark, runs its every step on the CPU at toy size (--dry), so
+that it is ready whenever a CUDA GPU is at hand."""
+
+import json
+import subprocess
+import sys
+
+from conftest import ROOT
+
+
+def test_the_gpu_benchmark_runs_dry_on_the_cpu(tmp_path):
+    out = tmp_path / "gpu.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "bench_gpu.py"), "--dry", "--out", str(out), "--work",
+                           str(tmp_path / "work")], capture_output=True, text=True, timeout=900, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    r = result["sizes"]["64"]
+    for key in ("train_images_per_s", "baseline_train_images_per_s", "infer_images_per_s", "baseline_infer_images_per_s"):
+        assert r[key] > 0, key
+    assert r["train_ratio_ours_to_ultralytics"] > 0 and result["device"] == "cpu" and result["amp"] is False
