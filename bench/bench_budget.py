@@ -108,9 +108,14 @@ def kfold(exp: Path, log: str, *extra: str) -> None:
     run([PY, "-m", "coco2yolo.kfold", exp, "--devices", "cpu", *extra], log)
 
 
+RECIPE: dict | None = None  # --recipe: a search's best entry restated (the search is not run again)
+
+
 def found_entry() -> dict:
     import yaml
 
+    if RECIPE is not None:
+        return dict(RECIPE)
     best = yaml.safe_load((WORK / "search" / "search" / "best.yaml").read_text())
     return {k: v for k, v in best.items() if k not in ("name", "time")}
 
@@ -139,7 +144,16 @@ def main() -> None:
     p.add_argument("--train", type=int, default=600)
     p.add_argument("--test", type=int, default=400)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--recipe", nargs="+", metavar="KEY=VALUE",
+                   help="train this recipe as 'found' instead of the search's best.yaml (e.g. a search's result "
+                        "recorded in BENCHMARKS.md); the weights start from the shared yolov5n.pt")
     args = p.parse_args()
+    if args.recipe:
+        import yaml
+
+        global RECIPE
+        RECIPE = {"weights": str(SHARED / "weights" / "yolov5n.pt"), "plots": False,
+                  **{k: yaml.safe_load(v) for k, v in (kv.split("=", 1) for kv in args.recipe)}}
     legacy = need(SHARED / "weights" / "yolov5n.pt")
     paths = prepare(args.train, args.test, args.seed)
     models: dict[str, Path] = {}
@@ -148,7 +162,7 @@ def main() -> None:
     if "defaults_640" in args.steps:
         models["defaults_640"] = train("defaults_640", ["--weights", legacy, "--time", args.budget, "--imgsz", "640"],
                                        paths)
-    if "search" in args.steps and not (WORK / "search" / "search" / "best.yaml").exists():
+    if "search" in args.steps and not args.recipe and not (WORK / "search" / "search" / "best.yaml").exists():
         exp = experiment("search", {"train": str(paths["train"]), "out": str(WORK / "search"),
                                     "convert": {"folds": 5, "seed": 0},
                                     "search": {**SEARCH, "budget": args.search_budget}})
@@ -178,6 +192,9 @@ def main() -> None:
         if both.exists():
             preds["both"] = both
     result = {"command": "python bench/bench_budget.py " + " ".join(sys.argv[1:]), "settings": vars(args), "runs": {}}
+    if RECIPE is not None:
+        result["found_recipe"] = {"source": "--recipe (restated, the search was not run in this invocation)",
+                                  **RECIPE}
     for name, w in models.items():
         side = json.loads(w.with_suffix(".json").read_text())
         result["runs"][name] = {k: side.get(k) for k in ("origin", "train_seconds", "command_seconds", "budget_hours",

@@ -24,6 +24,7 @@ SUBCOMMANDS = {
     "kfold": ("coco2yolo.kfold.__main__", "the k-fold experiment in one command (python -m coco2yolo.kfold)"),
     "label-issues": ("coco2yolo.label_issues", "rank the annotations most likely wrong (python -m coco2yolo.label_issues)"),
     "export": ("coco2yolo.export", "weights to ONNX with their category map, for deployment"),
+    "fiftyone": ("coco2yolo.browse", "ground truth, results and label issues as a FiftyOne dataset (extra)"),
     "submission": ("coco2yolo.submission", "check a competition submission CSV before upload"),
     "sidecar": ("coco2yolo.sidecar", "write the sidecar of weights trained elsewhere"),
     "sample": ("coco2yolo.sample", "write the built-in synthetic sample dataset"),

@@ -27,6 +27,7 @@ models:
 predict: {{conf: 0.001}}
 fuse: {{methods: [wbf, nms], iou: [0.5, 0.6], weights: [0, 1, 2]}}
 bootstrap: 50
+final: folds                # the fold models predict the test set (refit: tests/test_budget.py)
 """
 
 
@@ -224,7 +225,9 @@ def test_the_shipped_example_experiment_is_valid():
     exp = load_experiment(ROOT / "coco2yolo" / "cfg" / "experiment.yaml")
     jobs = build(exp, {"oof_gt": None, "merge": None, "summary": None})
     assert exp.folds == 5 and len(exp.models) == 2
-    assert sum(j.step == "train" for j in jobs) == 10
+    assert sum(j.step == "train" and "/fold" in j.id for j in jobs) == 10
+    refits = 2 if exp.final in ("refit", "both") else 0
+    assert sum(j.step == "train" and j.id.endswith("/all") for j in jobs) == refits
 
 
 def test_killing_the_runner_stops_its_jobs_and_a_rerun_takes_over(experiment):

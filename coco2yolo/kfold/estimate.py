@@ -160,7 +160,13 @@ class Estimator:
             if self.out is not None:
                 print(f"probing the throughput of {s['weights'] or s['model']} at {s['imgsz']} px on {self.device} ...",
                       file=self.out, flush=True)
-            probed = probe(s["model"], s["weights"], s["imgsz"], s["batch"], self.device)
+            try:
+                probed = probe(s["model"], s["weights"], s["imgsz"], s["batch"], self.device)
+            except Exception as err:  # noqa: BLE001 - a model the probe cannot build: no estimate, not a crash
+                if self.out is not None:
+                    print(f"cannot probe {s['weights'] or s['model']} ({' '.join(str(err).split())[:120]}): "
+                          "its jobs are estimated at 0 s", file=self.out, flush=True)
+                return 0.0, "unknown"
             self.cache.setdefault("probes", {})[key] = probed
             write_json(self.cache_file, self.cache, indent=2)
         return float(probed) * 1.15, "probe"  # data loading and augmentation: +15% (replaced once measured)

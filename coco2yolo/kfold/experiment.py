@@ -198,7 +198,10 @@ def check_entry(opts: dict[str, Any], where: str, auto_time: bool = False) -> tu
     args = flags(own, where, parser) + [a for k, v in extra.items() for a in ("--set", f"{k}={v}")]
     ns = cli.parse_or_raise(parser, args, where)
     cfg = config.resolve(ns)
-    train._check_values(cfg)  # type: ignore[attr-defined]
+    try:
+        train._check_values(cfg)  # type: ignore[attr-defined]
+    except UserError as err:
+        raise UserError(f"{where}: {err}") from None
     reserved = set(config.MANAGED) | {k for k in cfg if config.is_ultralytics_key(k)}
     config.parse_set(ns.set, set(DEFAULT_CFG_DICT) - reserved, reserved)
     return args, devices

@@ -1,0 +1,229 @@
+"""``coco2yolo fiftyone``: the ground truth, any number of results files and the label issues in one FiftyOne
+dataset, for browsing errors in the FiftyOne App.
+
+    coco2yolo fiftyone --gt train.json RESULTS.json [RESULTS.json ...] [--issues issues.json] [--name NAME]
+                       [--images DIR] [--overwrite] [--no-eval] [--launch]
+
+Each sample is a photo of ``--gt`` (``file_name`` under ``--images``, by default the JSON's folder), tagged with
+its split if the JSON says so. Fields: ``ground_truth`` (the annotations, with ``annotation_id`` and
+``iscrowd``), one field per results file (named after the file: ``pred_<stem>``, boxes with their scores and
+original category names), and ``label_issues`` (the ``missing`` boxes of ``python -m coco2yolo.label_issues``).
+An annotation with an issue carries the tag ``issue:<kind>`` and its ``issue_score``; its photo the same tag,
+so the App's tag filter lists them. Unless ``--no-eval``, FiftyOne's COCO-style evaluation at IoU 0.5 marks
+every box TP, FP or FN (``eval_<field>``), as the metric that matters counts them.
+
+FiftyOne is an optional extra (it brings its own database): ``pip install 'coco2yolo[fiftyone]'``. The
+conversion to samples (:func:`sample_docs`) is plain Python, so it is tested without FiftyOne.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+from coco2yolo import cli
+from coco2yolo.cocodata import CategoryMap, load_dataset
+from coco2yolo.dataset.clean import ISSUE_KINDS
+from coco2yolo.errors import UserError, short
+from coco2yolo.fileio import load_json, require_file
+from coco2yolo.results import Detections, load_results
+
+GT_FIELD = "ground_truth"
+ISSUES_FIELD = "label_issues"
+
+
+def field_names(paths: list[str | Path]) -> list[str]:
+    """``pred_<stem>`` for each results file, made a valid field name and unique (``_2``, ``_3`` on clashes)."""
+    names: list[str] = []
+    for p in paths:
+        base = "pred_" + (re.sub(r"\W+", "_", Path(p).stem, flags=re.ASCII).strip("_") or "results")
+        name, k = base, 2
+        while name in names:
+            name, k = f"{base}_{k}", k + 1
+        names.append(name)
+    return names
+
+
+def _relative(xywh: list[float], width: float, height: float) -> list[float]:
+    """A COCO pixel box as FiftyOne's bounding_box: [x, y, w, h] relative to the image, in [0, 1]."""
+    x, y, w, h = xywh
+    return [x / width, y / height, w / width, h / height]
+
+
+def read_issues_rows(path: str | Path, data: dict[str, Any]) -> list[dict[str, Any]]:
+    """The issues file of ``label_issues``, checked against the dataset (one line for a bad record)."""
+    doc = load_json(path, "label issues")
+    rows = doc.get("issues") if isinstance(doc, dict) else doc
+    if not isinstance(rows, list):
+        raise UserError(f"{path}: expected the list written by python -m coco2yolo.label_issues")
+    images = {im["id"] for im in data["images"]}
+    anns = {a["id"]: a for a in data["annotations"]}
+    for i, r in enumerate(rows):
+        where = f"{path}: issue {i}"
+        if not isinstance(r, dict) or r.get("kind") not in ISSUE_KINDS:
+            raise UserError(f"{where}: 'kind' must be one of {', '.join(ISSUE_KINDS)}")
+        score = r.get("score")
+        if isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score):
+            raise UserError(f"{where}: 'score' must be a finite number, got {short(score)}")
+        if r.get("image_id") not in images:
+            raise UserError(f"{where}: image_id {short(r.get('image_id'))} is not in the ground truth; the issues "
+                            "file was made for another dataset")
+        if r["kind"] == "missing":
+            box = r.get("bbox")
+            if not (isinstance(box, list) and len(box) == 4 and all(
+                    isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in box)):
+                raise UserError(f"{where}: 'bbox' must be 4 finite numbers [x, y, w, h], got {short(box)}")
+        else:
+            a = anns.get(r.get("annotation_id"))
+            if a is None or a["image_id"] != r["image_id"]:
+                raise UserError(f"{where}: annotation {short(r.get('annotation_id'))} (image {r['image_id']}) is not "
+                                "in the ground truth; the issues file was made for another dataset")
+    return rows
+
+
+def sample_docs(data: dict[str, Any], results: dict[str, Detections], issues: list[dict[str, Any]],
+                root: Path) -> list[dict[str, Any]]:
+    """One plain dict per image: ``filepath``, ``tags``, ``fields`` (field -> list of detection dicts with
+    ``label``, ``bounding_box`` (relative xywh), ``confidence``, ``tags`` and attributes)."""
+    cmap = CategoryMap(data["categories"])
+    by_ann: dict[int, dict[str, Any]] = {}
+    missing: dict[int, list[dict[str, Any]]] = {}
+    for r in issues:
+        if r["kind"] == "missing":
+            missing.setdefault(r["image_id"], []).append(r)
+        else:
+            by_ann.setdefault(r["annotation_id"], r)  # the file is ranked: the first is the strongest
+    anns: dict[int, list[dict[str, Any]]] = {}
+    for a in data["annotations"]:
+        anns.setdefault(a["image_id"], []).append(a)
+    rows_of: dict[str, dict[int, Any]] = {}
+    for field, dets in results.items():
+        order = dets.image_id.argsort(kind="stable")
+        rows_of[field] = {int(i): order[s:e] for i, s, e in zip(*_runs(dets.image_id[order]))}
+    docs = []
+    for im in sorted(data["images"], key=lambda im: im["id"]):
+        w, h, iid = float(im["width"]), float(im["height"]), im["id"]
+        tags: set[str] = set()
+        if isinstance(im.get("split"), str):
+            tags.add(im["split"])
+        gt = []
+        for a in anns.get(iid, []):
+            d = {"label": cmap.name_of(a["category_id"]), "bounding_box": _relative(a["bbox"], w, h), "tags": [],
+                 "annotation_id": a["id"], "iscrowd": int(bool(a.get("iscrowd", 0)))}
+            issue = by_ann.get(a["id"])
+            if issue is not None:
+                d["tags"] = [f"issue:{issue['kind']}"]
+                d["issue_score"] = float(issue["score"])
+                if issue.get("suggested_category_id") is not None:
+                    d["suggested_label"] = cmap.name_of(issue["suggested_category_id"])
+                tags.add(f"issue:{issue['kind']}")
+            gt.append(d)
+        fields: dict[str, list[dict[str, Any]]] = {GT_FIELD: gt}
+        for field, dets in results.items():
+            rows = rows_of[field].get(iid, ())
+            fields[field] = [{"label": cmap.name_of(int(dets.category_id[k])),
+                              "bounding_box": _relative(dets.xywh[k].tolist(), w, h),
+                              "confidence": float(dets.score[k]), "tags": []} for k in rows]
+        if issues:
+            fields[ISSUES_FIELD] = [{"label": cmap.name_of(r["category_id"]) if r.get("category_id") in cmap.ids
+                                     else "object", "bounding_box": _relative(r["bbox"], w, h),
+                                     "confidence": float(r["score"]), "tags": ["issue:missing"]}
+                                    for r in missing.get(iid, [])]
+            if missing.get(iid):
+                tags.add("issue:missing")
+        docs.append({"filepath": str((root / im["file_name"]).absolute()), "tags": sorted(tags), "fields": fields,
+                     "image_id": iid, "file_name": im["file_name"]})
+    return docs
+
+
+def _runs(ids: Any) -> tuple[Any, Any, Any]:
+    """(value, start, end) of each run of equal values in a sorted array."""
+    import numpy as np
+
+    if len(ids) == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64)
+    first = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
+    return ids[first], first, np.r_[first[1:], len(ids)]
+
+
+def to_fiftyone(docs: list[dict[str, Any]], name: str, overwrite: bool, fo: Any) -> Any:
+    """A persistent FiftyOne dataset ``name`` made of ``docs``."""
+    if fo.dataset_exists(name) and not overwrite:
+        raise UserError(f"--name {name}: a FiftyOne dataset of that name exists; --overwrite replaces it, or "
+                        "choose another name")
+    ds = fo.Dataset(name, overwrite=True)
+    samples = []
+    for d in docs:
+        s = fo.Sample(filepath=d["filepath"], tags=list(d["tags"]))
+        s["coco_id"] = d["image_id"]
+        for field, boxes in d["fields"].items():
+            s[field] = fo.Detections(detections=[fo.Detection(**b) for b in boxes])
+        samples.append(s)
+    ds.add_samples(samples)
+    ds.persistent = True
+    return ds
+
+
+def _import_fiftyone() -> Any:
+    try:
+        import fiftyone as fo
+    except ImportError:
+        raise UserError("coco2yolo fiftyone needs FiftyOne: pip install 'coco2yolo[fiftyone]' (or pip install "
+                        "fiftyone)") from None
+    return fo
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = cli.ArgumentParser(prog="coco2yolo fiftyone",
+                           description="Ground truth, results files and label issues as a FiftyOne dataset.")
+    p.add_argument("results", nargs="*", help="COCO results JSON files (or submission CSVs) on the images of --gt")
+    p.add_argument("--gt", required=True, help="the COCO dataset JSON (the ground truth; its photos are shown)")
+    p.add_argument("--images", default=None, help="folder the file_names are under (default: the JSON's folder)")
+    p.add_argument("--issues", default=None, help="issues JSON of python -m coco2yolo.label_issues (tags)")
+    p.add_argument("--name", default=None, help="the FiftyOne dataset's name (default: the JSON's stem)")
+    p.add_argument("--overwrite", action="store_true", help="replace a FiftyOne dataset of that name")
+    p.add_argument("--no-eval", dest="eval", action="store_false",
+                   help="skip FiftyOne's evaluation (TP/FP/FN of every box at IoU 0.5)")
+    p.add_argument("--launch", action="store_true", help="open the FiftyOne App on the dataset and wait")
+    return p
+
+
+def main(args: argparse.Namespace) -> int:
+    gt_path = require_file(args.gt, "--gt")
+    data = load_dataset(gt_path)
+    root = Path(args.images) if args.images else gt_path.parent
+    if not root.is_dir():
+        raise UserError(f"--images {root} is not a folder")
+    image_ids = {im["id"] for im in data["images"]}
+    cat_ids = {c["id"] for c in data["categories"]}
+    names = field_names(args.results)
+    results = {f: load_results(p, image_ids, cat_ids, data["images"]) for f, p in zip(names, args.results)}
+    issues = read_issues_rows(args.issues, data) if args.issues else []
+    docs = sample_docs(data, results, issues, root)
+    absent = sum(not Path(d["filepath"]).is_file() for d in docs)
+    fo = _import_fiftyone()
+    name = args.name or gt_path.stem
+    ds = to_fiftyone(docs, name, args.overwrite, fo)
+    if args.eval:
+        for field in names:
+            ds.evaluate_detections(field, gt_field=GT_FIELD, eval_key=f"eval_{field}", iou=0.5)
+    n_boxes = sum(len(d["fields"][f]) for d in docs for f in names)
+    print(f"FiftyOne dataset {name!r}: {len(docs)} photos, {len(data['annotations'])} annotations, "
+          f"{len(names)} results files ({n_boxes} boxes: {', '.join(names) or 'none'}), {len(issues)} label issues"
+          + ("; every box marked TP/FP/FN at IoU 0.5 (eval_<field>)" if args.eval and names else ""))
+    if absent:
+        print(f"warning: {absent} of {len(docs)} photos are not under {root} (give --images)", file=sys.stderr)
+    if args.launch:
+        session = fo.launch_app(ds)
+        session.wait()
+    else:
+        print(f"browse it: python -c \"import fiftyone as fo; fo.launch_app(fo.load_dataset('{name}')).wait()\"")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli.run(main, get_args_parser))
