@@ -257,6 +257,13 @@ def hostile_families(n: int, seed: int, work: Path, weights: Path | None) -> dic
     return out
 
 
+def _sub(work: Path, name: str) -> Path:
+    """A folder of its own for each part: the fuzz hashes every input file under its folder before and after
+    each case, so the other parts' files must not be there."""
+    (work / name).mkdir()
+    return work / name
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--fuzz", type=int, default=300)
@@ -273,8 +280,9 @@ def main() -> None:
     weights = Path(args.weights) if args.weights else None
     result = {"command": f"python bench/bench_reliability.py --fuzz {args.fuzz} --kills {args.kills} "
                          f"--hostile {args.hostile} --seed {args.seed}" + (f" --weights {args.weights}" if args.weights else ""),
-              "hostile": hostile_families(args.hostile, args.seed, work, weights) if args.hostile else {},
-              "fuzz": fuzz(args.fuzz, args.seed, work, weights), "kills": kills(args.kills, args.seed, work)}
+              "hostile": hostile_families(args.hostile, args.seed, _sub(work, "hostile"), weights) if args.hostile else {},
+              "fuzz": fuzz(args.fuzz, args.seed, _sub(work, "fuzz"), weights),
+              "kills": kills(args.kills, args.seed, _sub(work, "kills"))}
     result["seconds"] = round(time.time() - t0)
     shutil.rmtree(work, ignore_errors=True)
     record("reliability", result)
