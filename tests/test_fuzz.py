@@ -250,7 +250,7 @@ def test_kfold_experiment_reader(base, tmp_path_factory, capsys, seed):
     work = tmp_path_factory.mktemp("kf")
     shutil.copytree(base["root"] / "ds", work / "ds")
     doc = {"train": str(work / "ds" / "train.json"), "out": str(work / "out"), "convert": {"folds": 2, "seed": 0},
-           "models": [{"name": "a", "model": "yolov5nu.yaml", "epochs": 1}], "predict": {"conf": 0.001},
+           "models": [{"name": "a", "model": "yolov5nu.yaml", "epochs": 1, "imgsz": 64}], "predict": {"conf": 0.001},
            "fuse": {"methods": ["wbf"], "iou": [0.5]}, "bootstrap": 10}
     from fuzzing import mutate_bytes, mutate_doc
 
