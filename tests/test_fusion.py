@@ -181,3 +181,21 @@ def test_old_spellings_still_work_with_a_note(tmp_path, capsys):
     assert code == 0 and "--weights is deprecated; use --model-weights" in err
     args = ensembling.get_args_parser().parse_args([str(ok), "--out", "x", "--max-dets", "7"])
     assert args.eval_max_dets == 7 and args.max_det == 0
+
+
+@pytest.mark.parametrize("method", ["wbf", "nms"])
+def test_score_zero_boxes_fuse_to_finite_boxes(tmp_path, capsys, method):
+    """Boxes scored 0 (a results file may hold them): no division by zero, every fused box finite, and a
+    positive box beside them keeps its own coordinates (weights 0 add nothing)."""
+    val = _val(tmp_path)
+    g = write_json(tmp_path / "val.json", val)
+    zeros = [{"image_id": 0, "category_id": 0, "bbox": [1, 1, 5, 5], "score": 0.0},
+             {"image_id": 0, "category_id": 0, "bbox": [1.5, 1, 5, 5], "score": 0.0}]
+    a = write_json(tmp_path / "a.json", zeros + [{"image_id": 0, "category_id": 0, "bbox": [40, 40, 10, 10], "score": 0.6}])
+    b = write_json(tmp_path / "b.json", zeros + [{"image_id": 0, "category_id": 0, "bbox": [40, 40, 10, 10], "score": 0.0}])
+    code, _, err = _cli([a, b, "--images", g, "--method", method, "--out", tmp_path / "f.json"], capsys)
+    assert code == 0, err
+    fused = json.loads((tmp_path / "f.json").read_text())
+    assert fused and all(np.isfinite(f["bbox"]).all() and np.isfinite(f["score"]) for f in fused)
+    best = max(fused, key=lambda f: f["score"])
+    assert np.allclose(best["bbox"], [40, 40, 10, 10], atol=1e-3) and best["score"] > 0

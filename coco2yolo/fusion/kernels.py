@@ -169,8 +169,12 @@ def _wbf_kernel(off, label, sw, w, t, box, iou_thr, conf_type, allows_overflow, 
                 out[r, 1] = np.float32(confmax[r]) if conf_type == 1 else np.float32(conf[r] / count[r])
                 out[r, 2] = np.float32(wtot[r])
                 out[r, 3] = -1.0
-                for k in range(4):
-                    out[r, 4 + k] = np.float32(np.float64(acc[r, k]) / conf[r])
+                if conf[r] > 0.0:
+                    for k in range(4):
+                        out[r, 4 + k] = np.float32(np.float64(acc[r, k]) / conf[r])
+                elif count[r] == 1:  # only score-0 boxes so far: the first one's box (ensemble-boxes: 0/0, NaN)
+                    for k in range(4):
+                        out[r, 4 + k] = np.float32(box[j, k])
         for c in range(nc):
             r = base + c
             n = count[r]
