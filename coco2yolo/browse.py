@@ -27,9 +27,9 @@ from typing import Any
 
 from coco2yolo import cli
 from coco2yolo.cocodata import CategoryMap, load_dataset
-from coco2yolo.dataset.clean import ISSUE_KINDS
+from coco2yolo.dataset.clean import load_issue_rows
 from coco2yolo.errors import UserError, short
-from coco2yolo.fileio import load_json, require_file
+from coco2yolo.fileio import require_file
 from coco2yolo.results import Detections, load_results
 
 GT_FIELD = "ground_truth"
@@ -56,16 +56,11 @@ def _relative(xywh: list[float], width: float, height: float) -> list[float]:
 
 def read_issues_rows(path: str | Path, data: dict[str, Any]) -> list[dict[str, Any]]:
     """The issues file of ``label_issues``, checked against the dataset (one line for a bad record)."""
-    doc = load_json(path, "label issues")
-    rows = doc.get("issues") if isinstance(doc, dict) else doc
-    if not isinstance(rows, list):
-        raise UserError(f"{path}: expected the list written by python -m coco2yolo.label_issues")
+    rows = load_issue_rows(path)
     images = {im["id"] for im in data["images"]}
     anns = {a["id"]: a for a in data["annotations"]}
     for i, r in enumerate(rows):
         where = f"{path}: issue {i}"
-        if not isinstance(r, dict) or r.get("kind") not in ISSUE_KINDS:
-            raise UserError(f"{where}: 'kind' must be one of {', '.join(ISSUE_KINDS)}")
         score = r.get("score")
         if isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score):
             raise UserError(f"{where}: 'score' must be a finite number, got {short(score)}")

@@ -176,19 +176,25 @@ def summary_line(report: dict[str, Any]) -> str:
                else ""))
 
 
-def read_issues(path: str | Path, data: dict[str, Any], kinds: list[str]) -> tuple[set[int], dict[int, str]]:
-    """The annotation ids to drop from an issues file, checked against the dataset (id -> kind)."""
+def load_issue_rows(path: str | Path) -> list[dict[str, Any]]:
+    """The rows of an issues file of ``python -m coco2yolo.label_issues``, each a mapping with a known kind."""
     from coco2yolo.fileio import load_json
 
     doc = load_json(path, "label issues")
     rows = doc.get("issues") if isinstance(doc, dict) else doc
     if not isinstance(rows, list):
         raise UserError(f"{path}: expected the list written by python -m coco2yolo.label_issues")
-    by_id = {a["id"]: a for a in data["annotations"]}
-    out: dict[int, str] = {}
     for i, r in enumerate(rows):
         if not isinstance(r, dict) or r.get("kind") not in ISSUE_KINDS:
             raise UserError(f"{path}: issue {i}: 'kind' must be one of {', '.join(ISSUE_KINDS)}")
+    return rows
+
+
+def read_issues(path: str | Path, data: dict[str, Any], kinds: list[str]) -> tuple[set[int], dict[int, str]]:
+    """The annotation ids to drop from an issues file, checked against the dataset (id -> kind)."""
+    by_id = {a["id"]: a for a in data["annotations"]}
+    out: dict[int, str] = {}
+    for i, r in enumerate(load_issue_rows(path)):
         if r["kind"] not in kinds or r.get("annotation_id") is None:
             continue
         a = by_id.get(r["annotation_id"])
