@@ -19,6 +19,7 @@ import contextlib
 import hashlib
 import io
 import json
+import os
 import random
 import shutil
 import sys
@@ -277,13 +278,15 @@ def main() -> None:
     ultra.setup()
     work = Path(tempfile.mkdtemp(prefix="bench_rel_"))
     t0 = time.time()
-    weights = Path(args.weights) if args.weights else None
+    weights = Path(args.weights).resolve() if args.weights else None
+    os.chdir(work)  # relative paths the fuzz makes up (an experiment's "out: NaN") land in work, not here
     result = {"command": f"python bench/bench_reliability.py --fuzz {args.fuzz} --kills {args.kills} "
                          f"--hostile {args.hostile} --seed {args.seed}" + (f" --weights {args.weights}" if args.weights else ""),
               "hostile": hostile_families(args.hostile, args.seed, _sub(work, "hostile"), weights) if args.hostile else {},
               "fuzz": fuzz(args.fuzz, args.seed, _sub(work, "fuzz"), weights),
               "kills": kills(args.kills, args.seed, _sub(work, "kills"))}
     result["seconds"] = round(time.time() - t0)
+    os.chdir(ROOT)
     shutil.rmtree(work, ignore_errors=True)
     record("reliability", result)
 

@@ -45,6 +45,28 @@ def _isolated_runs(tmp_path_factory):
     return runs
 
 
+def _checkout_state() -> str | None:
+    import shutil
+    import subprocess
+
+    if shutil.which("git") is None or not (ROOT / ".git").exists():
+        return None
+    r = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=ROOT, capture_output=True,
+                       text=True)
+    return r.stdout if r.returncode == 0 else None
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _checkout_untouched():
+    """No test writes into the checkout (a fuzzed "out: NaN" once made a folder there that got committed)."""
+    before = _checkout_state()
+    yield
+    after = _checkout_state()
+    if before is not None and after is not None:
+        added = sorted(set(after.splitlines()) - set(before.splitlines()))
+        assert not added, f"the tests changed the checkout: {added[:10]}"
+
+
 @pytest.fixture(scope="session")
 def sample(tmp_path_factory) -> Path:
     """The built-in sample at toy size: 48 train images, 6 test images, 64 px."""
