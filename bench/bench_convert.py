@@ -10,7 +10,8 @@ made, and every file passes the converter's image check, which reads its first a
 Ours does labels, links, data.yaml, categories.json, a 5-fold split (fold 0) and the split
 JSONs; convert_coco writes labels only. Also timed: the same with --clean.
 Where writing is slow and uneven (write-back stalls on a shared disk), ``TMPDIR=/dev/shm`` times the
-converters' own work on tmpfs.
+converters' own work on tmpfs. Every run starts after ``sync``, so none pays for the write-back of the run
+before it (the other converter's, as the order alternates).
 """
 
 import argparse
@@ -53,6 +54,7 @@ def whole_commands(src: Path, work: Path, reps: int) -> dict:
         for name in cmds if rep % 2 else reversed(list(cmds)):
             out = work / f"whole_{name}_{rep}"
             cmd = [str(out) if c is None else c for c in cmds[name]]
+            os.sync()
             t = time.perf_counter()
             subprocess.run(cmd, check=True, capture_output=True, cwd=ROOT, env=env)
             times[name].append(time.perf_counter() - t)
@@ -82,6 +84,7 @@ def main() -> None:
     for rep in range(args.reps):
         for name in ("convert_coco", "ours", "ours_clean") if rep % 2 else ("ours", "ours_clean", "convert_coco"):
             out = work / f"{name}_{rep}"
+            os.sync()  # each run starts with nothing of the one before left to write back (it is timed alone)
             t = time.perf_counter()
             if name == "convert_coco":
                 convert_coco(labels_dir=str(work / "coco"), save_dir=str(out), use_segments=False, cls91to80=False)

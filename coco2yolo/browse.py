@@ -19,14 +19,13 @@ conversion to samples (:func:`sample_docs`) is plain Python, so it is tested wit
 from __future__ import annotations
 
 import argparse
-import math
 import re
 import sys
 from pathlib import Path
 from typing import Any
 
 from coco2yolo import cli
-from coco2yolo.cocodata import CategoryMap, load_dataset
+from coco2yolo.cocodata import CategoryMap, finite, load_dataset
 from coco2yolo.dataset.clean import load_issue_rows
 from coco2yolo.errors import UserError, short
 from coco2yolo.fileio import require_file
@@ -62,7 +61,7 @@ def read_issues_rows(path: str | Path, data: dict[str, Any]) -> list[dict[str, A
     for i, r in enumerate(rows):
         where = f"{path}: issue {i}"
         score = r.get("score")
-        if isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score):
+        if isinstance(score, bool) or not isinstance(score, (int, float)) or not finite(score):
             raise UserError(f"{where}: 'score' must be a finite number, got {short(score)}")
         if r.get("image_id") not in images:
             raise UserError(f"{where}: image_id {short(r.get('image_id'))} is not in the ground truth; the issues "
@@ -70,7 +69,7 @@ def read_issues_rows(path: str | Path, data: dict[str, Any]) -> list[dict[str, A
         if r["kind"] == "missing":
             box = r.get("bbox")
             if not (isinstance(box, list) and len(box) == 4 and all(
-                    isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in box)):
+                    isinstance(v, (int, float)) and not isinstance(v, bool) and finite(v) for v in box)):
                 raise UserError(f"{where}: 'bbox' must be 4 finite numbers [x, y, w, h], got {short(box)}")
         else:
             a = anns.get(r.get("annotation_id"))

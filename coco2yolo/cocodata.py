@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
+
+import msgspec
+import numpy as np
 
 from coco2yolo.errors import UserError, short
 from coco2yolo.fileio import load_json, write_json
@@ -36,13 +40,24 @@ def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and INT64_MIN <= v <= INT64_MAX
 
 
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
+
+
 def has_control_chars(text: str) -> bool:
     """Newlines, tabs and other control characters, which break line-based files (image lists, YAML)."""
-    return any(ord(c) < 32 or ord(c) == 127 for c in text)
+    return _CONTROL.search(text) is not None
 
 
 def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def finite(v: float) -> bool:
+    """math.isfinite, False for an integer too large for a float (10**400 in a JSON file)."""
+    try:
+        return math.isfinite(v)
+    except OverflowError:
+        return False
 
 
 @dataclass(frozen=True)
@@ -133,6 +148,42 @@ class CategoryMap:
         return write_json(path, self.to_json(), indent=2)
 
 
+_Int64 = Annotated[int, msgspec.Meta(ge=INT64_MIN, le=INT64_MAX)]
+
+
+class _Annotation(msgspec.Struct):
+    """What :func:`validate_dataset` asks of an annotation, in msgspec's terms (other keys are kept, unread)."""
+
+    id: _Int64
+    image_id: _Int64
+    category_id: _Int64
+    bbox: Annotated[list[float], msgspec.Meta(min_length=4, max_length=4)]
+    iscrowd: Literal[0, 1] = 0
+
+
+def _annotations_pass(anns: list[Any], image_ids: dict[int, Any], cat_ids: set[int]) -> bool:
+    """True when every annotation passes validate_dataset's checks (types in C by msgspec, which takes no bool
+    for a number; ids, membership and box values in numpy); False sends them through the loop that names the
+    first bad one."""
+    if not anns:
+        return False
+    try:
+        rows = msgspec.convert(anns, list[_Annotation])
+    except (msgspec.ValidationError, TypeError, OverflowError):
+        return False
+    if not all(type(a["bbox"]) is list for a in anns):  # msgspec takes a tuple for a list
+        return False
+    n = len(rows)
+    ids = np.fromiter((r.id for r in rows), np.int64, n)
+    image_of = np.fromiter((r.image_id for r in rows), np.int64, n)
+    cat_of = np.fromiter((r.category_id for r in rows), np.int64, n)
+    box = np.array([r.bbox for r in rows], dtype=np.float64)
+    return bool(len(np.unique(ids)) == n
+                and np.isin(image_of, np.fromiter(image_ids, np.int64, len(image_ids))).all()
+                and np.isin(cat_of, np.fromiter(cat_ids, np.int64, len(cat_ids))).all()
+                and np.isfinite(box).all() and (box[:, 2:] >= 0).all())
+
+
 def validate_dataset(data: Any, source: str, need_size: bool = True) -> dict[str, Any]:
     """Check a COCO dataset dict and return it with ``iscrowd`` and ``area`` filled in.
 
@@ -166,7 +217,7 @@ def validate_dataset(data: Any, source: str, need_size: bool = True) -> dict[str
                             "a newline or another control character; rename the file")
         if need_size:
             for key in ("width", "height"):
-                if not _is_number(im[key]) or not im[key] > 0 or not math.isfinite(im[key]):
+                if not _is_number(im[key]) or not im[key] > 0 or not finite(im[key]):
                     raise UserError(f"{source}: images[{i}] (id {im['id']}): '{key}' must be a "
                                     f"positive number, got {short(im[key])}")
         image_ids[im["id"]] = im
@@ -179,7 +230,18 @@ def validate_dataset(data: Any, source: str, need_size: bool = True) -> dict[str
         raise UserError(f"{source}: 'annotations' must be a list")
     if anns and not cats:
         raise UserError(f"{source}: has annotations but no 'categories'")
-    out_anns = []
+    if _annotations_pass(anns, image_ids, cat_ids):  # the common case, checked in C and numpy: only copies here
+        out_anns = []
+        for a in anns:
+            b = dict(a)
+            b["iscrowd"] = a.get("iscrowd", 0)
+            if not _is_number(b.get("area")):
+                box = a["bbox"]
+                b["area"] = float(box[2] * box[3])
+            out_anns.append(b)
+        anns = []  # the loop below names the first bad record when they do not all pass
+    else:
+        out_anns = []
     ann_ids: set[int] = set()
     for i, a in enumerate(anns):
         where = f"{source}: annotations[{i}]"
@@ -202,7 +264,7 @@ def validate_dataset(data: Any, source: str, need_size: bool = True) -> dict[str
                             f"{describe_ids(cat_ids)}")
         box = a["bbox"]
         if (not isinstance(box, list) or len(box) != 4 or not all(map(_is_number, box))
-                or not all(map(math.isfinite, box))):
+                or not all(map(finite, box))):
             raise UserError(f"{where}: bbox must be 4 finite numbers [x, y, w, h], got {short(box)}")
         if box[2] < 0 or box[3] < 0:
             raise UserError(f"{where}: bbox {box} has negative width or height")

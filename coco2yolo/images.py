@@ -168,30 +168,27 @@ def _dimensions(path: str | os.PathLike, read_at: Callable[[int, int], bytes], f
 def probe(path: str | os.PathLike, max_pixels: int | None = MAX_PIXELS) -> PhotoInfo:
     """Read a photo's first bytes and its last few: why it is unusable (empty, not an image, truncated, too
     many pixels, not a regular file), else its format, stored size and EXIF orientation. Nothing is decoded."""
-    from coco2yolo.fileio import not_regular
+    import stat
 
-    kind = not_regular(path)
-    if kind is not None:
-        return PhotoInfo(f"{kind}, not a regular file")
-    try:
-        size = os.path.getsize(path)
+    from coco2yolo.fileio import _kind
+
+    try:  # raw calls: this runs once a photo (4,883 in a second on the competition's set)
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode):  # looked at before opening: opening a device can do something
+            return PhotoInfo(f"{_kind(st.st_mode)}, not a regular file")
+        size = st.st_size
         if size == 0:
             return PhotoInfo("empty file (0 bytes)")
-        with open(path, "rb") as fh:
-            head = fh.read(_HEAD)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))  # a pipe swapped in: no wait
+        try:
+            head = os.pread(fd, _HEAD, 0)
             fmt = sniff(head[:16])
             if fmt is None:
                 return PhotoInfo("not an image (its first bytes match no image format)")
-            if size > _HEAD:
-                fh.seek(max(0, size - _TAIL))
-                tail = fh.read()
-            else:
-                tail = head[-_TAIL:]
-            def read_at(pos: int, n: int) -> bytes:
-                fh.seek(pos)
-                return fh.read(n)
-
-            dims = _dimensions(path, read_at, fmt, head, size)
+            tail = os.pread(fd, _TAIL, max(0, size - _TAIL)) if size > _HEAD else head[-_TAIL:]
+            dims = _dimensions(path, lambda pos, n: os.pread(fd, n, pos), fmt, head, size)
+        finally:
+            os.close(fd)
     except FileNotFoundError:
         return PhotoInfo("missing")
     except OSError as err:

@@ -55,6 +55,25 @@ def _best(score: np.ndarray, mask: np.ndarray) -> tuple[float, int]:
     return float(score[k]), int(k)
 
 
+def first_of_each(boxes_xyxy: np.ndarray, iou_thr: float, block: int = 256, chunk: int = 4096) -> list[int]:
+    """Greedy, in the given order: keep a box unless it overlaps a kept one at IoU >= ``iou_thr``; the indices
+    kept. Each block of boxes meets the kept ones in one array operation (a box at a time was quadratic in
+    numpy calls: 3 million predictions took 4x the time of 1 million); memory stays block x chunk."""
+    kept: list[int] = []
+    n = len(boxes_xyxy)
+    for s in range(0, n, block):
+        blk = boxes_xyxy[s:s + block]
+        gone = np.zeros(len(blk), dtype=bool)
+        for c in range(0, len(kept), chunk):
+            gone |= (iou_xyxy(blk, boxes_xyxy[kept[c:c + chunk]]) >= iou_thr).any(axis=1)
+        inner = iou_xyxy(blk, blk) >= iou_thr  # IoU is symmetric to the bit (min, max, a + b)
+        for i in range(len(blk)):
+            if not gone[i]:
+                kept.append(s + i)
+                gone |= inner[i]
+    return kept
+
+
 def find_issues(gt: dict[str, Any], dets: Detections, high: float = HIGH, low: float = LOW,
                 iou_thr: float = IOU) -> list[dict[str, Any]]:
     """Every issue found, ranked most likely first (see the module docstring)."""
@@ -92,11 +111,8 @@ def find_issues(gt: dict[str, Any], dets: Detections, high: float = HIGH, low: f
         if crowd_of.get(iid) and len(ks):
             covered = np.maximum(covered, iou_xyxy(xywh_to_xyxy(crowd_of[iid]), p_box).max(0))
         free = np.flatnonzero((p_score >= high) & (covered < FREE_IOU))
-        chosen: list[int] = []
-        for m in free[np.argsort(-p_score[free], kind="stable")]:
-            if chosen and iou_xyxy(p_box[m][None], p_box[chosen]).max() >= iou_thr:
-                continue  # the same object predicted twice (another class, or a duplicate)
-            chosen.append(int(m))
+        ranked = free[np.argsort(-p_score[free], kind="stable")]
+        for m in ranked[first_of_each(p_box[ranked], iou_thr)].tolist():  # the same object predicted twice: once
             x1, y1, x2, y2 = p_box[m]
             c = int(p_cat[m])
             issues.append({"kind": "missing", "score": float(p_score[m]), "annotation_id": None, "image_id": iid,

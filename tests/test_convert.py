@@ -282,3 +282,46 @@ def test_cli_output_that_cannot_be_created(tmp_path, capsys):
     (tmp_path / "afile").write_text("x")
     code, _, err = _cli([_fixture(tmp_path), "--out", tmp_path / "afile" / "o"], capsys)
     assert code == 2 and "afile" in err and len(err.strip().splitlines()) == 1
+
+
+@settings(max_examples=400, deadline=None)
+@given(name=st.text(alphabet="ab./\\_", min_size=1, max_size=12) | st.sampled_from(
+    ["train/0001.jpg", "images/a.jpg", "x/images/y.png", "./a.jpg", "a//b.jpg", "/abs/a.jpg", "../a.jpg", "a.",
+     ".hidden", "..jpg", "a.b.JPG", "dir/", "a\\b.jpg", "images", "sub/.x.png"]))
+def test_string_paths_match_pathlib(name):
+    """The converter handles a file_name as a string (no path object a photo); it must name every file as the
+    pathlib code it replaced did."""
+    from pathlib import PurePosixPath
+
+    p = PurePosixPath(name.replace("\\", "/"))
+    old = (PurePosixPath(f"img7_{p.name}") if p.is_absolute() or ".." in p.parts
+           else PurePosixPath(*[f"{part}_" if part == "images" else part for part in p.parts]))
+    assert conv.dataset_relname(name, 7) == str(old)
+    assert conv._suffix(name) == PurePosixPath(name).suffix
+    rel = str(old)
+    if rel != ".":
+        assert conv._stem_key(rel) == str(PurePosixPath(rel).with_suffix("")).lower()
+        used = set()
+        first, second = conv._unique(rel, 3, used), conv._unique(rel, 4, used)
+        assert first == rel and second != rel and conv._stem_key(second) in used
+
+
+def test_collector_paused_only_while_converting(tmp_path):
+    import gc
+
+    from coco2yolo.fileio import paused_gc
+
+    assert gc.isenabled()
+    with paused_gc():
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with paused_gc():
+            pass
+        assert not gc.isenabled()  # a caller's own setting is kept
+    finally:
+        gc.enable()
+    with pytest.raises(UserError):
+        convert(tmp_path / "missing.json", tmp_path / "out", ConvertOptions())
+    assert gc.isenabled()

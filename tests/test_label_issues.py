@@ -142,3 +142,25 @@ def test_kinds_keeps_only_the_chosen_kinds(tmp_path, capsys):
     code, _, err = run_cli(li.main, li.get_args_parser(), ["--gt", gt, "--preds", preds, "--out",
                                                             tmp_path / "x.json", "--kinds", "typo"], capsys)
     assert code == 2 and "invalid choice" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_first_of_each_keeps_what_the_box_by_box_greedy_kept(seed):
+    """The blocked greedy (one array operation a block) keeps exactly the boxes a box-at-a-time loop kept,
+    across block and chunk edges, with repeats, zero-area boxes and exact ties at the threshold."""
+    from coco2yolo.boxes import iou_xyxy
+
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(0, 700))
+    xy = rng.integers(0, 60, size=(n, 2)).astype(float)
+    wh = rng.integers(0, 25, size=(n, 2)).astype(float)  # integer boxes: IoU exactly 0.5 happens
+    boxes = np.concatenate([xy, xy + wh], axis=1)
+    if n > 10:
+        boxes[5] = boxes[3]  # a repeat
+    naive: list[int] = []
+    for m in range(n):
+        if naive and iou_xyxy(boxes[m][None], boxes[naive]).max() >= 0.5:
+            continue
+        naive.append(m)
+    assert li.first_of_each(boxes, 0.5, block=64, chunk=50) == naive
+    assert li.first_of_each(boxes, 0.5) == naive

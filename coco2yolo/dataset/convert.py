@@ -37,7 +37,7 @@ from coco2yolo.dataset.clean import RULES, CleanConfig, clean_dataset, summary_l
 from coco2yolo.dataset.geometry import fit_to_photos
 from coco2yolo.cocodata import CategoryMap, has_control_chars, load_dataset, out_of_image
 from coco2yolo.errors import UserError
-from coco2yolo.fileio import atomic_dir, guard_outputs, real_paths, write_json, write_text
+from coco2yolo.fileio import Resolved, atomic_dir, guard_outputs, paused_gc, real_paths, write_json, write_text
 from coco2yolo.images import MAX_PIXELS, PhotoInfo, probe
 from coco2yolo.dataset.split import assign_folds, class_count_matrix, split_shares, split_table
 
@@ -78,14 +78,22 @@ class ConvertResult:
     bad_images: list[tuple[str, str]] = field(default_factory=list)  # (file_name, why), skipped
 
 
+def _label_rows(classes: list[int], yolo: np.ndarray) -> list[str | None]:
+    """One ``class xc yc w h`` line a box (``%g``, Ultralytics' formatting), centres clamped into [0, 1] and sizes
+    to at most 1; None for a box without area."""
+    if not len(classes):
+        return []
+    yolo = np.asarray(yolo, dtype=np.float64).reshape(-1, 4)
+    # as min(max(v, 0), 1) per value: a box with area never has a centre of -0.0, where the two could differ
+    clamped = np.concatenate([np.clip(yolo[:, :2], 0.0, 1.0), np.minimum(yolo[:, 2:], 1.0)], axis=1)
+    keep = ((yolo[:, 2] > 0) & (yolo[:, 3] > 0)).tolist()
+    return ["%g %g %g %g %g" % (k, *v) if ok else None for k, v, ok in zip(classes, clamped.tolist(), keep)]
+
+
 def format_label_lines(classes: list[int], yolo: np.ndarray) -> list[str]:
     """``class xc yc w h`` lines with Ultralytics' ``%g`` formatting, centres clamped into [0, 1];
     zero-area boxes and exact repeats are dropped."""
-    rows = []
-    for k, (xc, yc, w, h) in zip(classes, yolo.tolist()):
-        if w > 0 and h > 0:
-            rows.append("%g %g %g %g %g" % (k, min(max(xc, 0.0), 1.0), min(max(yc, 0.0), 1.0), min(w, 1.0), min(h, 1.0)))
-    return list(dict.fromkeys(rows))
+    return list(dict.fromkeys(r for r in _label_rows(classes, yolo) if r is not None))
 
 
 def all_label_lines(data: dict[str, Any], anns_of: dict[int, list[dict[str, Any]]], cmap: CategoryMap
@@ -96,11 +104,12 @@ def all_label_lines(data: dict[str, Any], anns_of: dict[int, list[dict[str, Any]
     if not flat:
         return {iid: [] for iid in anns_of}
     yolo = xywh_to_yolo([a["bbox"] for _, a in flat], [size[iid] for iid, _ in flat])
+    rows = _label_rows([cmap.class_of(a["category_id"]) for _, a in flat], yolo)
     out: dict[int, list[str]] = {}
     start = 0
     for iid, anns in anns_of.items():
         end = start + len(anns)
-        out[iid] = format_label_lines([cmap.class_of(a["category_id"]) for a in anns], yolo[start:end])
+        out[iid] = list(dict.fromkeys(r for r in rows[start:end] if r is not None))
         start = end
     return out
 
@@ -111,26 +120,36 @@ def dataset_relpath(file_name: str, image_id: int) -> PurePosixPath:
     Ultralytics finds a label by replacing the last '/images/' of the image path with
     '/labels/', so no component of the relative path may be called 'images'.
     """
+    return PurePosixPath(dataset_relname(file_name, image_id))
+
+
+def dataset_relname(file_name: str, image_id: int) -> str:
+    """:func:`dataset_relpath` as a string (a plain ``train/0001.jpg`` is returned as it is, without pathlib)."""
+    if "\\" not in file_name and not file_name.startswith("/") and not file_name.endswith("/"):
+        parts = file_name.split("/")
+        if all(part and part not in (".", "..", "images") for part in parts):
+            return file_name
     p = PurePosixPath(file_name.replace("\\", "/"))
     if p.is_absolute() or ".." in p.parts:
-        return PurePosixPath(f"img{image_id}_{p.name}")
-    return PurePosixPath(*[f"{part}_" if part == "images" else part for part in p.parts])
+        return f"img{image_id}_{p.name}"
+    return str(PurePosixPath(*[f"{part}_" if part == "images" else part for part in p.parts]))
 
 
-def _check_images(images: list[dict[str, Any]], root: Path, source: str) -> None:
-    """Every file_name has an image suffix and exists under ``root`` (else one error naming them)."""
-    bad_suffix = [im["file_name"] for im in images
-                  if PurePosixPath(im["file_name"]).suffix.lower() not in IMG_SUFFIXES]
+def _suffix(file_name: str) -> str:
+    """pathlib's ``PurePosixPath(file_name).suffix``, on the string (no path object a photo)."""
+    name = file_name.rstrip("/").rpartition("/")[2]
+    i = name.rfind(".")
+    if 0 < i < len(name) - 1:
+        return name[i:]
+    return "" if "." not in name else PurePosixPath(file_name).suffix
+
+
+def _check_suffixes(images: list[dict[str, Any]], source: str) -> None:
+    """Every file_name has an image suffix (else one error naming them)."""
+    bad_suffix = [im["file_name"] for im in images if _suffix(im["file_name"]).lower() not in IMG_SUFFIXES]
     if bad_suffix:
         raise UserError(f"{source}: {len(bad_suffix)} file_name(s) are not images Ultralytics reads "
                         f"(first: {bad_suffix[0]}); allowed suffixes: {' '.join(sorted(IMG_SUFFIXES))}")
-    base = str(root)
-    # a named pipe or a folder in a photo's place exists: the photo check skips it with its reason
-    missing = [im["file_name"] for im in images if not os.path.exists(os.path.join(base, im["file_name"]))]
-    if missing:
-        raise UserError(f"{source}: {len(missing)} of {len(images)} images are missing under {root} "
-                        f"(first: {', '.join(missing[:5])}); pass --images ROOT, the folder that "
-                        "file_name is relative to")
 
 
 def screen_images(images: list[dict[str, Any]], root: Path, source: str, strict: bool,
@@ -146,6 +165,12 @@ def screen_images(images: list[dict[str, Any]], root: Path, source: str, strict:
             bad.append((im["file_name"], info.problem, im["id"]))
         elif infos is not None:
             infos[im["id"]] = info
+    # a named pipe or a folder in a photo's place exists: it is skipped with its reason
+    missing = [name for name, why, _ in bad if why == "missing"]
+    if missing:
+        raise UserError(f"{source}: {len(missing)} of {len(images)} images are missing under {root} "
+                        f"(first: {', '.join(missing[:5])}); pass --images ROOT, the folder that "
+                        "file_name is relative to")
     if bad and strict:
         raise UserError(f"{source}: {len(bad)} of {len(images)} image files are unusable (first: "
                         + "; ".join(f"{n}: {w}" for n, w, _ in bad[:3]) + "); nothing was written")
@@ -180,7 +205,7 @@ def _subset(data: dict[str, Any], ids: set[int], linked: dict[int, str]) -> dict
 def _write_image_list(data: dict[str, Any], json_path: Path, out: Path, root: Path, opts: ConvertOptions
                       ) -> ConvertResult:
     images = sorted(data["images"], key=lambda im: im["id"])
-    _check_images(images, root, str(json_path))
+    _check_suffixes(images, str(json_path))
     if has_control_chars(str(root.absolute())):
         raise UserError(f"{root.absolute()!a}: the images folder's path contains a newline or another control "
                         "character, which an image list cannot hold; move or rename it")
@@ -225,9 +250,16 @@ def convert(json_path: str | os.PathLike, out: str | os.PathLike, opts: ConvertO
         raise UserError(f"--seed must be an integer in [0, 2^32 - 1], got {opts.seed}")
     if has_control_chars(str(out)):
         raise UserError(f"--out {str(out)!a} contains a newline or another control character; choose a plain name")
+    with paused_gc():
+        return _convert(json_path, out, root, opts)
+
+
+def _convert(json_path: Path, out: Path, root: Path, opts: ConvertOptions) -> ConvertResult:
     data = load_dataset(json_path)
+    photos = {im["id"]: os.path.join(str(root), im["file_name"]) for im in data["images"]}
+    real = dict(zip(photos, real_paths(photos.values())))  # the photos, not links to them
     guard_outputs({"--out": out}, {"the COCO JSON": json_path, "--images": root, "--drop-annotations": opts.drop_annotations,
-                                   "image": [os.path.join(str(root), im["file_name"]) for im in data["images"]]},
+                                   "image": Resolved(zip(photos.values(), real.values()))},
                   folders={"--out"})
     if not data["annotations"]:
         if opts.clean or opts.folds:
@@ -243,7 +275,7 @@ def convert(json_path: str | os.PathLike, out: str | os.PathLike, opts: ConvertO
         shares, val_fold = split_shares(opts.folds, opts.fold, None if opts.folds else opts.val_fraction)
     if opts.crowd not in ("drop", "keep"):
         raise UserError(f"--crowd must be drop or keep, got {opts.crowd!r}")
-    _check_images(data["images"], root, str(json_path))
+    _check_suffixes(data["images"], str(json_path))
     result = ConvertResult(out=out)
     infos: dict[int, PhotoInfo] = {}
     result.bad_images = screen_images(data["images"], root, str(json_path), opts.strict, opts.max_pixels, infos)
@@ -294,7 +326,7 @@ def convert(json_path: str | os.PathLike, out: str | os.PathLike, opts: ConvertO
         anns_of[a["image_id"]].append(a)
 
     with atomic_dir(out, MARKER) as tmp:
-        result.images, result.boxes, linked = _write_yolo_files(tmp, data, anns_of, split_of, cmap, root, opts)
+        result.images, result.boxes, linked = _write_yolo_files(tmp, data, anns_of, split_of, cmap, real, opts)
         _write_yaml(tmp / "data.yaml", out, cmap, json_path, val="images/train" if opts.all_train else "images/val")
         cmap.save(tmp / "categories.json")
         for name in ("train", "val"):
@@ -317,21 +349,40 @@ def convert(json_path: str | os.PathLike, out: str | os.PathLike, opts: ConvertO
     return result
 
 
-def _unique(rel: PurePosixPath, image_id: int, used: set[str]) -> PurePosixPath:
+def _stem_key(rel: str) -> str:
+    """``rel`` without its suffix, lower case (pathlib's ``with_suffix("")``, on a string)."""
+    head, sep, name = rel.rpartition("/")
+    i = name.rfind(".")
+    if 0 < i < len(name) - 1:
+        return (head + sep + name[:i]).lower()
+    if "." not in name:
+        return rel.lower()
+    return str(PurePosixPath(rel).with_suffix("")).lower()
+
+
+def _unique(rel: str, image_id: int, used: set[str]) -> str:
     """``rel``, or ``rel`` with ``__id<image_id>`` (then a counter) added to its stem, whichever is free.
 
     Names compare without suffix and case: a.jpg and A.png would share a label file.
     """
-    cand, k = rel, 0
+    key = _stem_key(rel)
+    if key not in used:
+        used.add(key)
+        return rel
+    p, k = PurePosixPath(rel), 0
+    cand = p
     while str(cand.with_suffix("")).lower() in used:
         k += 1
-        cand = rel.with_name(f"{rel.stem}__id{image_id}{'' if k == 1 else f'_{k}'}{rel.suffix}")
+        cand = p.with_name(f"{p.stem}__id{image_id}{'' if k == 1 else f'_{k}'}{p.suffix}")
     used.add(str(cand.with_suffix("")).lower())
-    return cand
+    return str(cand)
+
+
+_LABEL_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
 
 
 def _write_yolo_files(tmp: Path, data: dict[str, Any], anns_of: dict[int, list[dict[str, Any]]],
-                      split_of: dict[int, str], cmap: CategoryMap, root: Path, opts: ConvertOptions
+                      split_of: dict[int, str], cmap: CategoryMap, real: dict[int, str], opts: ConvertOptions
                       ) -> tuple[dict[str, int], dict[str, int], dict[int, str]]:
     """Links and label files; returns images and label lines per split, and each image's link path."""
     n_images: Counter[str] = Counter()
@@ -340,12 +391,12 @@ def _write_yolo_files(tmp: Path, data: dict[str, Any], anns_of: dict[int, list[d
     used: set[str] = set()
     made: set[str] = set()
     lines_of = all_label_lines(data, anns_of, cmap)
-    base, src_root = str(tmp), str(root.absolute())
+    base = str(tmp)
     images = sorted(data["images"], key=lambda im: im["id"])
-    real = real_paths(os.path.join(src_root, im["file_name"]) for im in images)  # the photos, not links to them
-    for im, src in zip(images, real):
+    for im in images:
+        src = real[im["id"]]
         split = split_of[im["id"]]
-        rel_s = str(_unique(dataset_relpath(im["file_name"], im["id"]), im["id"], used))
+        rel_s = _unique(dataset_relname(im["file_name"], im["id"]), im["id"], used)
         dst = os.path.join(base, "images", split, rel_s)
         lbl = os.path.join(base, "labels", split, os.path.splitext(rel_s)[0] + ".txt")
         for d in (os.path.dirname(dst), os.path.dirname(lbl)):
@@ -357,8 +408,13 @@ def _write_yolo_files(tmp: Path, data: dict[str, Any], anns_of: dict[int, list[d
         else:
             os.symlink(src, dst)
         lines = lines_of[im["id"]]
-        with open(lbl, "w", encoding="utf-8") as fh:
-            fh.write("".join(f"{line}\n" for line in lines))
+        fd = os.open(lbl, _LABEL_FLAGS, 0o666)  # raw calls: one label file a photo
+        try:
+            text = memoryview(("\n".join(lines) + "\n").encode()) if lines else b""
+            while text:
+                text = text[os.write(fd, text):]
+        finally:
+            os.close(fd)
         n_images[split] += 1
         n_lines[split] += len(lines)
         linked[im["id"]] = f"images/{split}/{rel_s}"
