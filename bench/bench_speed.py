@@ -163,7 +163,8 @@ def bench_memory(args) -> None:
         write_predictions(preds, data, n, args.seed)
         runs = {
             "evaluate.py --bootstrap 0": [sys.executable, "evaluate.py", "--gt", src, preds, "--bootstrap", "0"],
-            "evaluate.py --bootstrap 20": [sys.executable, "evaluate.py", "--gt", src, preds, "--bootstrap", "20"],
+            "evaluate.py --bootstrap 20 --report": [sys.executable, "evaluate.py", "--gt", src, preds, "--bootstrap", "20",
+                                                    "--report", work / "report.html"],
             "ensemble.py (wbf, 2 files)": [sys.executable, "ensemble.py", preds, preds, "--images", src, "--method", "wbf",
                                            "--out", work / "fused.json"],
             "label_issues": [sys.executable, "-m", "coco2yolo.label_issues", "--gt", src, "--preds", preds, "--out",

@@ -205,3 +205,33 @@ def test_the_large_input_port_equals_cocoeval_to_the_bit():
                           rng.random(n).round(2))
         ref = cocoeval_precision(gt, dets, 100)[..., 0:1, -1:]
         assert np.array_equal(port_precision(gt, dets, cats, 100), ref)
+
+
+@pytest.mark.parametrize("areas", ["coco", "bins"])
+def test_the_port_by_area_equals_cocoeval_to_the_bit(areas):
+    """The report's AP50 by size comes from the port above LARGE predictions: with area ranges (ground truth
+    outside a range ignored, unmatched detections outside it too) it must equal faster-coco-eval's array."""
+    from coco2yolo.evaluation.metrics import (COCO_AREAS, SIZE_BINS, cocoeval_precision, port_precision,
+                                              precision50_by_area, prepare_gt)
+    from coco2yolo.results import Detections
+
+    ranges = COCO_AREAS if areas == "coco" else SIZE_BINS
+    rng = np.random.default_rng(1)
+    for _ in range(12):
+        n_img, cats = int(rng.integers(3, 20)), [0, 3, 7]
+        images = [{"id": i + 1, "file_name": f"{i}.jpg", "width": 400, "height": 400} for i in range(n_img)]
+        anns = []
+        for i in range(n_img):
+            for _ in range(int(rng.integers(0, 6))):
+                x, y = rng.random(2) * 200
+                w, h = np.exp(rng.uniform(1, 5.3, 2))  # 3 to 200 px: every size range
+                anns.append({"id": len(anns), "image_id": i + 1, "category_id": int(rng.choice(cats)),
+                             "bbox": [x, y, w, h], "iscrowd": int(rng.random() < 0.1)})
+        gt = prepare_gt({"images": images, "categories": [{"id": c, "name": str(c)} for c in cats], "annotations": anns})
+        n = int(rng.integers(1, 300))
+        dets = Detections((rng.integers(0, n_img, n) + 1).astype(np.int64), rng.choice(cats, n).astype(np.int64),
+                          np.column_stack([rng.random((n, 2)) * 200, np.exp(rng.uniform(1, 5.3, (n, 2)))]),
+                          rng.random(n).round(2))
+        ref = cocoeval_precision(gt, dets, 100, area_ranges=ranges)[..., -1:]
+        assert np.array_equal(port_precision(gt, dets, cats, 100, ranges), ref)
+        assert np.array_equal(precision50_by_area(gt, dets, 100, "faster", ranges), ref[0, :, :, :, 0])

@@ -199,3 +199,22 @@ def test_score_zero_boxes_fuse_to_finite_boxes(tmp_path, capsys, method):
     assert fused and all(np.isfinite(f["bbox"]).all() and np.isfinite(f["score"]) for f in fused)
     best = max(fused, key=lambda f: f["score"])
     assert np.allclose(best["bbox"], [40, 40, 10, 10], atol=1e-3) and best["score"] > 0
+
+
+@pytest.mark.parametrize("method, extra", CASES)
+def test_fused_a_run_of_images_at_a_time_bit_for_bit(method, extra):
+    """Above FUSE_CHUNK rows, images are fused a run at a time (bounded memory): the rows are the same, bit for
+    bit and in the same order, as fusing everything at once, for every method, with unsorted image ids."""
+    rng = np.random.default_rng(7)
+    n_img, n_models = 9, 3
+    models = _random_models(rng, n_img, n_models, 15, quantized=True)
+    ids = [int(v) for v in rng.permutation(np.arange(100, 100 + n_img))]
+    models = [Detections(np.asarray(ids)[m.image_id], m.category_id, m.xywh, m.score) for m in models]
+    sizes = rng.integers(50, 200, size=(n_img, 2)).astype(float)
+    kw = {"iou_thr": 0.55, "skip_box_thr": 0.02, "weights": [1.0, 2.0, 0.5], **extra}
+    whole = fuse(models, ids, sizes, method, chunk=None, **kw)
+    assert len(whole) > 0
+    for chunk in (1, 10, 40):
+        part = fuse(models, ids, sizes, method, chunk=chunk, **kw)
+        for f in ("image_id", "category_id", "xywh", "score"):
+            np.testing.assert_array_equal(getattr(part, f), getattr(whole, f))

@@ -166,3 +166,51 @@ def test_the_page_in_headless_chromium(tmp_path):
         want = "no GT" if value is None else (f"{value:+.4f}" if fmt == "s4" else f"{value:.4f}")
         assert text == want, (path, text, want)
     assert (tmp_path / "shot.png").stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_confusion_in_groups_of_images_counts_the_same(seed):
+    """The confusion matrix is matched a group of images at a time (memory that does not grow with the file);
+    any grouping gives the counts of one call over everything, crowd boxes and images without predictions
+    included."""
+    from coco2yolo.cocodata import CategoryMap
+    from coco2yolo.evaluation.report import _image_groups, confusion
+
+    rng = np.random.default_rng(seed)
+    cats = [{"id": c, "name": f"c{c}"} for c in (0, 3, 5)]
+    images = [{"id": i, "file_name": f"{i}.jpg", "width": 100, "height": 100} for i in range(1, 31)]
+    anns, rows = [], []
+    for im in images:
+        for _ in range(int(rng.integers(0, 5))):
+            x, y, w, h = rng.uniform(0, 60, 2).tolist() + rng.uniform(5, 40, 2).tolist()
+            anns.append({"id": len(anns) + 1, "image_id": im["id"], "category_id": int(rng.choice([0, 3, 5])),
+                         "bbox": [x, y, w, h], "area": w * h, "iscrowd": int(rng.random() < 0.1)})
+            if rng.random() < 0.7:  # a prediction near it, sometimes of another class
+                rows.append((im["id"], int(rng.choice([0, 3, 5])), [x + rng.normal(0, 3), y + rng.normal(0, 3), w, h],
+                             float(rng.random())))
+        if im["id"] % 4 and rng.random() < 0.8:  # false alarms; every fourth image has no extra prediction
+            rows.append((im["id"], 0, rng.uniform(0, 60, 2).tolist() + [10.0, 10.0], float(rng.random())))
+    gt = {"images": images, "categories": cats, "annotations": anns}
+    dets = Detections(np.array([r[0] for r in rows], np.int64), np.array([r[1] for r in rows], np.int64),
+                      np.array([r[2] for r in rows], np.float64), np.array([r[3] for r in rows], np.float64))
+    cmap = CategoryMap(cats)
+    whole = confusion(gt, dets, cmap, 0.25, 0.5, chunk=10**9)
+    assert whole.sum() > 0
+    for chunk in (1, 3, 7):
+        groups = _image_groups([im["id"] for im in images], dets.select(dets.score >= 0.25).image_id, chunk)
+        assert sorted(i for g in groups for i in g) == [im["id"] for im in images] and len(groups) > 1
+        np.testing.assert_array_equal(confusion(gt, dets, cmap, 0.25, 0.5, chunk=chunk), whole)
+
+
+def test_report_above_the_large_input_threshold_gives_the_same_page_numbers(tmp_path, monkeypatch):
+    """Above metrics.LARGE predictions the scores hold area 'all' only (the port): the report's AP50 by size,
+    confusion matrix and error costs must come out as below it (it once failed with an IndexError there)."""
+    gt, preds = _case(tmp_path)
+    small = command.evaluate_and_write(str(gt), [str(preds)], n_boot=20, json_out=str(tmp_path / "a.json"),
+                                       report=str(tmp_path / "a.html"))["files"][0]
+    monkeypatch.setattr(metrics, "LARGE", 3)
+    large = command.evaluate_and_write(str(gt), [str(preds)], n_boot=20, json_out=str(tmp_path / "b.json"),
+                                       report=str(tmp_path / "b.html"))["files"][0]
+    assert large["AP50_by_size"] == small["AP50_by_size"]
+    assert large["confusion"] == small["confusion"] and large["errors"] == small["errors"]
+    assert large["mAP50"] == pytest.approx(small["mAP50"], abs=1e-12)

@@ -158,7 +158,7 @@ def _bb_iou(d: np.ndarray, g: np.ndarray, crowd: bool) -> float:
 
 
 @njit(cache=True)
-def _match_groups(g_off, g_box, g_crowd, g_ig, d_off, d_box, thr, max_det, d_matched, d_ig, d_kept):
+def _match_groups(g_off, g_box, g_crowd, g_ig, d_off, d_box, thr, max_det, d_matched, d_ig, d_kept, a_lo, a_hi):
     """Greedy matching per (image, category) group; fills matched/ignored/kept flags per detection."""
     thr = min(thr, 1 - 1e-10)
     for grp in range(len(g_off) - 1):
@@ -182,7 +182,7 @@ def _match_groups(g_off, g_box, g_crowd, g_ig, d_off, d_box, thr, max_det, d_mat
                 m = g
             if m == -1:
                 area = d_box[d, 2] * d_box[d, 3]
-                d_ig[d] = area < 0.0 or area > 1e10
+                d_ig[d] = area < a_lo or area > a_hi
                 continue
             d_ig[d] = g_ig[gs + m]
             d_matched[d] = True
@@ -216,9 +216,11 @@ class _Groups:
     s_img: np.ndarray
     s_cat: np.ndarray
     s_score: np.ndarray
+    area: tuple[float, float] = AREA_ALL  # the area range: ground truth outside it, and unmatched detections, ignored
 
 
-def _groups(gt: dict[str, Any], dets: Detections, cat_ids: list[int]) -> _Groups:
+def _groups(gt: dict[str, Any], dets: Detections, cat_ids: list[int],
+            area: tuple[float, float] = AREA_ALL) -> _Groups:
     img_ids = sorted({im["id"] for im in gt["images"]})
     n_img, n_cat = len(img_ids), len(cat_ids)
     anns = gt["annotations"]
@@ -239,7 +241,7 @@ def _groups(gt: dict[str, Any], dets: Detections, cat_ids: list[int]) -> _Groups
     g_cat = rows(np.array([a["category_id"] for a in anns], np.int64), cat_arr, cat_sorted)
     g_crowd = np.array([bool(a["iscrowd"]) for a in anns], np.bool_)
     g_area = np.array([a["area"] for a in anns], np.float64)
-    g_ig = g_crowd | (g_area < AREA_ALL[0]) | (g_area > AREA_ALL[1])
+    g_ig = g_crowd | (g_area < area[0]) | (g_area > area[1])
     g_box = np.array([a["bbox"] for a in anns], np.float64).reshape(-1, 4)
     g_order = np.lexsort((np.arange(len(anns)), g_ig, g_cat, g_img))
     d_img = rows(dets.image_id, id_arr)
@@ -255,13 +257,14 @@ def _groups(gt: dict[str, Any], dets: Detections, cat_ids: list[int]) -> _Groups
     return _Groups(n_img, n_cat, np.searchsorted(g_key, np.arange(n_groups + 1)),
                    np.ascontiguousarray(g_box[g_order]), g_crowd[g_order], g_ig[g_order],
                    np.searchsorted(d_key, np.arange(n_groups + 1)), np.ascontiguousarray(dets.xywh[d_order]), npig,
-                   d_img[d_order], d_cat[d_order], dets.score[d_order])
+                   d_img[d_order], d_cat[d_order], dets.score[d_order], (float(area[0]), float(area[1])))
 
 
 def _matches_at(g: _Groups, thr: float, max_dets: int) -> Matches:
     nd = len(g.s_score)
     matched, ignored, kept = np.zeros(nd, np.bool_), np.zeros(nd, np.bool_), np.zeros(nd, np.bool_)
-    _match_groups(g.g_off, g.g_box, g.g_crowd, g.g_ig, g.d_off, g.d_box, thr, max_dets, matched, ignored, kept)
+    _match_groups(g.g_off, g.g_box, g.g_crowd, g.g_ig, g.d_off, g.d_box, thr, max_dets, matched, ignored, kept,
+                  g.area[0], g.area[1])
     out = Matches(n_images=g.n_img, npig=g.npig)
     for k in range(g.n_cat):
         sel = np.flatnonzero((g.s_cat == k) & kept)
@@ -280,24 +283,42 @@ def match_iou50(gt: dict[str, Any], dets: Detections, cat_ids: list[int], max_de
 IOU_THRS = np.linspace(0.5, 0.95, 10)
 
 
-def port_precision(gt: dict[str, Any], dets: Detections, cat_ids: list[int], max_dets: int = 100) -> np.ndarray:
-    """COCOeval's precision array [T, R, K, 1, 1] (area 'all', maxDets ``max_dets``; -1 for a class without
-    ground truth) from this module's port of its matching and accumulation: arrays only, so memory grows by
-    a few dozen bytes a prediction (faster-coco-eval's Python objects take about a kilobyte). Equal to
-    COCOeval's to 1e-9 (tests); used for inputs too large for it (:data:`LARGE`)."""
-    g = _groups(gt, dets, cat_ids)
-    prec = np.zeros((len(IOU_THRS), len(REC_THRS), g.n_cat, 1, 1))
-    ones = np.ones(g.n_img)
-    for t, thr in enumerate(IOU_THRS):
-        m = _matches_at(g, float(thr), max_dets)
-        for k in range(g.n_cat):
-            q = np.zeros(len(REC_THRS))
-            if m.npig[k].sum() == 0:
-                prec[t, :, k, 0, 0] = -1
-                continue
-            _precision_at_recalls(m.det_img[k], m.det_tp[k], m.det_fp[k], float(m.npig[k].sum()), ones, REC_THRS, q)
-            prec[t, :, k, 0, 0] = q
+def port_precision(gt: dict[str, Any], dets: Detections, cat_ids: list[int], max_dets: int = 100,
+                   area_ranges: list[tuple[str, float, float]] | None = None,
+                   iou_thrs: np.ndarray = IOU_THRS) -> np.ndarray:
+    """COCOeval's precision array [T, R, K, A, 1] (areas ``area_ranges``, default 'all' only; maxDets
+    ``max_dets``; -1 for a class without ground truth) from this module's port of its matching and
+    accumulation: arrays only, so memory grows by a few dozen bytes a prediction (faster-coco-eval's Python
+    objects take about a kilobyte). Equal to COCOeval's to 1e-9 (tests); used for inputs too large for it
+    (:data:`LARGE`)."""
+    areas = [(lo, hi) for _, lo, hi in area_ranges] if area_ranges else [AREA_ALL]
+    prec = np.zeros((len(iou_thrs), len(REC_THRS), len(cat_ids), len(areas), 1))
+    for a, area in enumerate(areas):
+        g = _groups(gt, dets, cat_ids, area)
+        ones = np.ones(g.n_img)
+        for t, thr in enumerate(iou_thrs):
+            m = _matches_at(g, float(thr), max_dets)
+            for k in range(g.n_cat):
+                q = np.zeros(len(REC_THRS))
+                if m.npig[k].sum() == 0:
+                    prec[t, :, k, a, 0] = -1
+                    continue
+                _precision_at_recalls(m.det_img[k], m.det_tp[k], m.det_fp[k], float(m.npig[k].sum()), ones,
+                                      REC_THRS, q)
+                prec[t, :, k, a, 0] = q
     return prec
+
+
+def precision50_by_area(gt: dict[str, Any], dets: Detections, max_dets: int, backend: str,
+                        area_ranges: list[tuple[str, float, float]]) -> np.ndarray | None:
+    """COCOeval's precision at IoU 0.5 and maxDets ``max_dets``, [R, K, A] for ``area_ranges`` (None without
+    detections); above :data:`LARGE` predictions from the port (faster-coco-eval would take a kilobyte each)."""
+    if len(dets) == 0:
+        return None
+    if len(dets) > LARGE and backend == "faster":
+        cat_ids = sorted(c["id"] for c in gt["categories"])
+        return port_precision(gt, dets, cat_ids, max_dets, area_ranges, IOU_THRS[:1])[0, :, :, :, -1]
+    return cocoeval_precision(gt, dets, max_dets, backend, area_ranges=area_ranges)[0, :, :, :, -1]
 
 
 @njit(cache=True)

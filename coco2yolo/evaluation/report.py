@@ -23,8 +23,8 @@ import numpy as np
 
 from coco2yolo.cocodata import CategoryMap
 from coco2yolo.evaluation import gallery, plots, tide
-from coco2yolo.evaluation.metrics import (COCO_AREAS, SIZE_BINS, ap_from_matches, cocoeval_precision, interval,
-                                          _mean_valid)
+from coco2yolo.evaluation.metrics import (COCO_AREAS, SIZE_BINS, _mean_valid, ap_from_matches, interval,
+                                          precision50_by_area)
 from coco2yolo.results import Detections
 
 
@@ -44,9 +44,17 @@ def _fmt(v: float | None, signed: bool = False) -> str:
     return f"{v:+.4f}" if signed else f"{v:.4f}"
 
 
-def confusion(gt: dict[str, Any], dets: Detections, cmap: CategoryMap, conf: float, iou: float) -> np.ndarray:
+CONFUSION_CHUNK = 100_000  # predictions matched by one faster-coco-eval call (it sizes arrays by the total)
+
+
+def confusion(gt: dict[str, Any], dets: Detections, cmap: CategoryMap, conf: float, iou: float,
+              chunk: int = CONFUSION_CHUNK) -> np.ndarray:
     """(K+1) x (K+1) counts: true class (rows; last: background = false alarms) by predicted class
-    (columns; last: background = missed), from faster-coco-eval's class-agnostic matching."""
+    (columns; last: background = missed), from faster-coco-eval's class-agnostic matching.
+
+    Matching is per image, so the images are taken a group at a time (about ``chunk`` predictions each) and
+    the counts added: the same counts, in memory that does not grow with the file (all at once, a million
+    predictions ran faster-coco-eval out of memory: it sets maxDets to the number of predictions)."""
     from faster_coco_eval import COCO
     from faster_coco_eval.extra import PreviewResults
 
@@ -60,13 +68,39 @@ def confusion(gt: dict[str, Any], dets: Detections, cmap: CategoryMap, conf: flo
             if not a["iscrowd"]:
                 out[cmap.class_of(a["category_id"]), k] += 1
         return out
-    g = COCO(gt, print_function=lambda *a, **kw: None)
-    preview = PreviewResults(g, g.loadRes(_records(keep)), iou_tresh=iou, min_score=conf, useCats=False)
-    cm = np.asarray(preview.compute_confusion_matrix())  # K x (K + 2): predicted..., false alarms, missed
-    out[:k, :k] = cm[:, :k]
-    out[k, :k] = cm[:, k]       # false alarms of each predicted class
-    out[:k, k] = cm[:, k + 1]   # missed boxes of each true class
+    anns_of: dict[int, list[dict[str, Any]]] = {}
+    for a in gt["annotations"]:
+        anns_of.setdefault(a["image_id"], []).append(a)
+    for ids in _image_groups([im["id"] for im in gt["images"]], keep.image_id, chunk):
+        members = set(ids)
+        sub = {**gt, "images": [im for im in gt["images"] if im["id"] in members],
+               "annotations": [a for i in ids for a in anns_of.get(i, [])]}
+        g = COCO(sub, print_function=lambda *a, **kw: None)
+        part = keep.select(np.isin(keep.image_id, np.asarray(ids, dtype=np.int64)))
+        preview = PreviewResults(g, g.loadRes(_records(part)), iou_tresh=iou, min_score=conf, useCats=False)
+        cm = np.asarray(preview.compute_confusion_matrix())  # K x (K + 2): predicted..., false alarms, missed
+        out[:k, :k] += cm[:, :k]
+        out[k, :k] += cm[:, k]       # false alarms of each predicted class
+        out[:k, k] += cm[:, k + 1]   # missed boxes of each true class
     return out
+
+
+def _image_groups(image_ids: list[int], det_image_id: np.ndarray, chunk: int) -> list[list[int]]:
+    """Every image in exactly one group, in order, each group with about ``chunk`` predictions and at least
+    one (images without predictions ride along with the others)."""
+    ids, counts = np.unique(det_image_id, return_counts=True)
+    n_of = dict(zip(ids.tolist(), counts.tolist()))
+    groups: list[list[int]] = [[]]
+    have = 0
+    for i in image_ids:
+        if have >= chunk:
+            groups.append([])
+            have = 0
+        groups[-1].append(i)
+        have += n_of.get(i, 0)
+    if len(groups) > 1 and have == 0:  # the last group has no prediction: it joins the one before
+        groups[-2].extend(groups.pop())
+    return groups
 
 
 def _per_class_intervals(scores, weights: np.ndarray | None) -> list[tuple[float, float] | None]:
@@ -78,10 +112,14 @@ def _per_class_intervals(scores, weights: np.ndarray | None) -> list[tuple[float
 
 def _by_size(gt: dict[str, Any], scores, dets: Detections, cmap: CategoryMap, max_dets: int, backend: str
              ) -> dict[str, list[dict[str, Any]]]:
-    coco = [{"size": label, "AP50": _mean_valid(scores.precision[0, :, :, a, -1]) if scores.precision is not None
-             else float("nan"), "boxes": _count(gt, lo, hi)} for a, (label, lo, hi) in enumerate(COCO_AREAS)]
-    prec = cocoeval_precision(gt, dets, max_dets, backend, area_ranges=SIZE_BINS)
-    bins = [{"size": label, "AP50": _mean_valid(prec[0, :, :, a, -1]) if prec is not None else float("nan"),
+    if scores.precision is not None and scores.precision.shape[3] == len(COCO_AREAS):
+        by_coco = scores.precision[0, :, :, :, -1]
+    else:  # above LARGE predictions the scores hold area 'all' only
+        by_coco = precision50_by_area(gt, dets, max_dets, backend, COCO_AREAS)
+    coco = [{"size": label, "AP50": _mean_valid(by_coco[:, :, a]) if by_coco is not None else float("nan"),
+             "boxes": _count(gt, lo, hi)} for a, (label, lo, hi) in enumerate(COCO_AREAS)]
+    prec = precision50_by_area(gt, dets, max_dets, backend, SIZE_BINS)
+    bins = [{"size": label, "AP50": _mean_valid(prec[:, :, a]) if prec is not None else float("nan"),
              "boxes": _count(gt, lo, hi)} for a, (label, lo, hi) in enumerate(SIZE_BINS)]
     return {"coco": coco[1:], "bins": bins[1:]}
 

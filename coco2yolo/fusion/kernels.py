@@ -385,10 +385,36 @@ def split_models(st: Stacked, a: int, b: int, n_models: int) -> tuple[list, list
     return boxes, scores, labels
 
 
+FUSE_CHUNK = 2_000_000  # rows fused at once (every working array is a few times this)
+
+
+def _fuse_in_groups(models: list[Detections], image_ids: list[int], sizes_wh: np.ndarray, chunk: int,
+                    **options) -> Detections:
+    """:func:`fuse` on consecutive runs of images of about ``chunk`` rows, joined in image order."""
+    idx = [image_index(d, image_ids, t) for t, d in enumerate(models)]
+    rows = np.zeros(len(image_ids), np.int64)
+    for i in idx:
+        rows += np.bincount(i, minlength=len(image_ids))
+    cum = np.cumsum(rows)
+    cuts = np.unique(np.searchsorted(cum, np.arange(chunk, int(cum[-1]), chunk), side="left") + 1)
+    bounds = [0] + [int(c) for c in cuts if 0 < c < len(image_ids)] + [len(image_ids)]
+    parts = []
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        sub = [d.select((i >= a) & (i < b)) for d, i in zip(models, idx)]
+        parts.append(fuse(sub, list(image_ids[a:b]), sizes_wh[a:b], chunk=None, **options))
+    return Detections(*(np.concatenate([getattr(p, f) for p in parts]) for f in
+                        ("image_id", "category_id", "xywh", "score")))
+
+
 def fuse(models: list[Detections], image_ids: list[int], sizes_wh: np.ndarray, method: str = "wbf",
          weights: list[float] | None = None, iou_thr: float = 0.55, skip_box_thr: float = 0.0,
-         conf_type: str = "avg", sigma: float = 0.5, soft_thresh: float = 0.001) -> Detections:
+         conf_type: str = "avg", sigma: float = 0.5, soft_thresh: float = 0.001, chunk: int | None = FUSE_CHUNK
+         ) -> Detections:
     """Fuse several models' detections of the same images; returns COCO xywh pixel detections.
+
+    Every step works within an image, so above ``chunk`` rows the images are fused a run of them at a time
+    (about ``chunk`` rows each) and the results joined in image order: the same rows, bit for bit, with the
+    working arrays bounded by the run instead of the files.
 
     Rows the reference would return with NaN coordinates (NMW on clusters whose scores are all 0)
     are dropped: they are not valid COCO results. A model of weight 0 is left out (the reference
@@ -406,6 +432,9 @@ def fuse(models: list[Detections], image_ids: list[int], sizes_wh: np.ndarray, m
         keep = [k for k, v in enumerate(weights) if v > 0]
         models, weights = [models[k] for k in keep], [weights[k] for k in keep]
     sizes_wh = np.asarray(sizes_wh, np.float64).reshape(-1, 2)
+    if chunk and sum(len(m) for m in models) > chunk and len(image_ids) > 1:
+        return _fuse_in_groups(models, image_ids, sizes_wh, chunk, method=method, weights=weights, iou_thr=iou_thr,
+                               skip_box_thr=skip_box_thr, conf_type=conf_type, sigma=sigma, soft_thresh=soft_thresh)
     w = None if weights is None else np.asarray(weights, np.float64)
     if method == "nms":
         img, lab, score, xyxy = nms(models, image_ids, sizes_wh, w, iou_thr)
