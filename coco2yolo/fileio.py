@@ -67,7 +67,7 @@ def nesting_limit(levels: int = MAX_JSON_DEPTH) -> Iterator[None]:
         sys.setrecursionlimit(old)
 
 
-def _kind(mode: int) -> str:
+def file_kind(mode: int) -> str:
     import stat
 
     for test, name in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a named pipe"), (stat.S_ISSOCK, "a socket"),
@@ -86,7 +86,7 @@ def not_regular(path: str | os.PathLike) -> str | None:
         mode = os.stat(path).st_mode
     except OSError:
         return None
-    return None if stat.S_ISREG(mode) else _kind(mode)
+    return None if stat.S_ISREG(mode) else file_kind(mode)
 
 
 def require_file(path: str | os.PathLike, what: str) -> Path:
@@ -109,7 +109,7 @@ def open_regular(path: str | os.PathLike, what: str = "file", mode: str = "rb", 
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            raise UserError(f"{what} {path} is {_kind(st.st_mode)}, not a regular file")
+            raise UserError(f"{what} {path} is {file_kind(st.st_mode)}, not a regular file")
         fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
         return os.fdopen(fd, mode, **kwargs)
     except BaseException:

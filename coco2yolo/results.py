@@ -48,6 +48,40 @@ class Detections:
         return Detections(self.image_id[mask], self.category_id[mask], self.xywh[mask], self.score[mask])
 
 
+def image_positions(image_id: np.ndarray, image_ids: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Position of each row's image in ``image_ids``, and whether it is there at all (position 0 if not)."""
+    ids = np.asarray(image_ids, np.int64)
+    if len(image_id) == 0 or len(ids) == 0:
+        return np.zeros(len(image_id), np.int64), np.zeros(len(image_id), bool)
+    sort = np.argsort(ids, kind="stable")
+    pos = np.minimum(np.searchsorted(ids[sort], image_id), len(ids) - 1)
+    found = ids[sort][pos] == image_id
+    return np.where(found, sort[pos], 0).astype(np.int64), found
+
+
+def image_runs(rows_per_image: np.ndarray, chunk: int) -> list[tuple[int, int]]:
+    """Consecutive runs [a, b) of image positions covering them all in order, each with about ``chunk`` rows
+    and at least one (images without rows ride along): work done a run at a time stays bounded."""
+    runs: list[tuple[int, int]] = []
+    start, have = 0, 0
+    for p, n in enumerate(rows_per_image.tolist()):
+        if have >= chunk:
+            runs.append((start, p))
+            start, have = p, 0
+        have += n
+    if runs and have == 0:  # the last run has no row: it joins the one before
+        start = runs.pop()[0]
+    runs.append((start, len(rows_per_image)))
+    return runs
+
+
+def rows_of_runs(positions: np.ndarray, runs: list[tuple[int, int]]) -> list[np.ndarray]:
+    """The rows (in their order) whose image position falls in each run: one stable sort, not a mask a run."""
+    order = np.argsort(positions, kind="stable")
+    ranked = positions[order]
+    return [order[np.searchsorted(ranked, a):np.searchsorted(ranked, b)] for a, b in runs]
+
+
 def _bad(source: str, i: int, why: str) -> UserError:
     return UserError(f"{source}: record {i}: {why}")
 

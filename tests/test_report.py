@@ -174,7 +174,8 @@ def test_confusion_in_groups_of_images_counts_the_same(seed):
     any grouping gives the counts of one call over everything, crowd boxes and images without predictions
     included."""
     from coco2yolo.cocodata import CategoryMap
-    from coco2yolo.evaluation.report import _image_groups, confusion
+    from coco2yolo.evaluation.report import confusion
+    from coco2yolo.results import image_positions, image_runs
 
     rng = np.random.default_rng(seed)
     cats = [{"id": c, "name": f"c{c}"} for c in (0, 3, 5)]
@@ -197,8 +198,10 @@ def test_confusion_in_groups_of_images_counts_the_same(seed):
     whole = confusion(gt, dets, cmap, 0.25, 0.5, chunk=10**9)
     assert whole.sum() > 0
     for chunk in (1, 3, 7):
-        groups = _image_groups([im["id"] for im in images], dets.select(dets.score >= 0.25).image_id, chunk)
-        assert sorted(i for g in groups for i in g) == [im["id"] for im in images] and len(groups) > 1
+        ids = [im["id"] for im in images]
+        pos, _ = image_positions(dets.select(dets.score >= 0.25).image_id, ids)
+        groups = [ids[a:b] for a, b in image_runs(np.bincount(pos, minlength=len(ids)), chunk)]
+        assert sorted(i for g in groups for i in g) == ids and len(groups) > 1
         np.testing.assert_array_equal(confusion(gt, dets, cmap, 0.25, 0.5, chunk=chunk), whole)
 
 

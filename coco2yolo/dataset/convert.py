@@ -351,13 +351,8 @@ def _convert(json_path: Path, out: Path, root: Path, opts: ConvertOptions) -> Co
 
 def _stem_key(rel: str) -> str:
     """``rel`` without its suffix, lower case (pathlib's ``with_suffix("")``, on a string)."""
-    head, sep, name = rel.rpartition("/")
-    i = name.rfind(".")
-    if 0 < i < len(name) - 1:
-        return (head + sep + name[:i]).lower()
-    if "." not in name:
-        return rel.lower()
-    return str(PurePosixPath(rel).with_suffix("")).lower()
+    suffix = _suffix(rel)
+    return (rel[: len(rel) - len(suffix)] if suffix else rel).lower()
 
 
 def _unique(rel: str, image_id: int, used: set[str]) -> str:
@@ -370,12 +365,12 @@ def _unique(rel: str, image_id: int, used: set[str]) -> str:
         used.add(key)
         return rel
     p, k = PurePosixPath(rel), 0
-    cand = p
-    while str(cand.with_suffix("")).lower() in used:
+    cand = rel
+    while _stem_key(cand) in used:
         k += 1
-        cand = p.with_name(f"{p.stem}__id{image_id}{'' if k == 1 else f'_{k}'}{p.suffix}")
-    used.add(str(cand.with_suffix("")).lower())
-    return str(cand)
+        cand = str(p.with_name(f"{p.stem}__id{image_id}{'' if k == 1 else f'_{k}'}{p.suffix}"))
+    used.add(_stem_key(cand))
+    return cand
 
 
 _LABEL_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)

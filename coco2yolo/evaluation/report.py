@@ -25,7 +25,7 @@ from coco2yolo.cocodata import CategoryMap
 from coco2yolo.evaluation import gallery, plots, tide
 from coco2yolo.evaluation.metrics import (COCO_AREAS, SIZE_BINS, _mean_valid, ap_from_matches, interval,
                                           precision50_by_area)
-from coco2yolo.results import Detections
+from coco2yolo.results import Detections, image_positions, image_runs, rows_of_runs
 
 
 @dataclass
@@ -71,36 +71,20 @@ def confusion(gt: dict[str, Any], dets: Detections, cmap: CategoryMap, conf: flo
     anns_of: dict[int, list[dict[str, Any]]] = {}
     for a in gt["annotations"]:
         anns_of.setdefault(a["image_id"], []).append(a)
-    for ids in _image_groups([im["id"] for im in gt["images"]], keep.image_id, chunk):
-        members = set(ids)
-        sub = {**gt, "images": [im for im in gt["images"] if im["id"] in members],
-               "annotations": [a for i in ids for a in anns_of.get(i, [])]}
+    image_ids = [im["id"] for im in gt["images"]]
+    pos, _ = image_positions(keep.image_id, image_ids)  # every prediction's image is in gt (checked on reading)
+    runs = image_runs(np.bincount(pos, minlength=len(image_ids)), chunk)
+    for (lo, hi), rows in zip(runs, rows_of_runs(pos, runs)):
+        sub = {**gt, "images": gt["images"][lo:hi],
+               "annotations": [ann for i in image_ids[lo:hi] for ann in anns_of.get(i, [])]}
         g = COCO(sub, print_function=lambda *a, **kw: None)
-        part = keep.select(np.isin(keep.image_id, np.asarray(ids, dtype=np.int64)))
-        preview = PreviewResults(g, g.loadRes(_records(part)), iou_tresh=iou, min_score=conf, useCats=False)
+        preview = PreviewResults(g, g.loadRes(_records(keep.select(rows))), iou_tresh=iou, min_score=conf,
+                                 useCats=False)
         cm = np.asarray(preview.compute_confusion_matrix())  # K x (K + 2): predicted..., false alarms, missed
         out[:k, :k] += cm[:, :k]
         out[k, :k] += cm[:, k]       # false alarms of each predicted class
         out[:k, k] += cm[:, k + 1]   # missed boxes of each true class
     return out
-
-
-def _image_groups(image_ids: list[int], det_image_id: np.ndarray, chunk: int) -> list[list[int]]:
-    """Every image in exactly one group, in order, each group with about ``chunk`` predictions and at least
-    one (images without predictions ride along with the others)."""
-    ids, counts = np.unique(det_image_id, return_counts=True)
-    n_of = dict(zip(ids.tolist(), counts.tolist()))
-    groups: list[list[int]] = [[]]
-    have = 0
-    for i in image_ids:
-        if have >= chunk:
-            groups.append([])
-            have = 0
-        groups[-1].append(i)
-        have += n_of.get(i, 0)
-    if len(groups) > 1 and have == 0:  # the last group has no prediction: it joins the one before
-        groups[-2].extend(groups.pop())
-    return groups
 
 
 def _per_class_intervals(scores, weights: np.ndarray | None) -> list[tuple[float, float] | None]:

@@ -18,7 +18,7 @@ import numpy as np
 from numba import njit, prange
 
 from coco2yolo.errors import UserError
-from coco2yolo.results import Detections
+from coco2yolo.results import Detections, image_positions, image_runs, rows_of_runs
 
 METHODS = ("wbf", "nms", "soft-nms", "nmw")
 CONF_TYPES = ("avg", "max", "box_and_model_avg", "absent_model_aware_avg")
@@ -52,15 +52,10 @@ def _order_by(*keys: np.ndarray) -> np.ndarray:
 
 def image_index(d: Detections, image_ids: list[int], t: int) -> np.ndarray:
     """Position of each detection's image in ``image_ids``."""
-    ids = np.asarray(image_ids, np.int64)
-    if len(d) == 0:
-        return np.zeros(0, np.int64)
-    sort = np.argsort(ids, kind="stable")
-    pos = np.minimum(np.searchsorted(ids[sort], d.image_id), len(ids) - 1)
-    found = ids[sort][pos] == d.image_id
+    pos, found = image_positions(d.image_id, image_ids)
     if not found.all():
         raise UserError(f"results file {t + 1}: image_id {int(d.image_id[~found][0])} is not in the images JSON")
-    return sort[pos].astype(np.int64)
+    return pos
 
 
 def stack(models: list[Detections], image_ids: list[int], sizes_wh: np.ndarray) -> Stacked:
@@ -392,15 +387,11 @@ def _fuse_in_groups(models: list[Detections], image_ids: list[int], sizes_wh: np
                     **options) -> Detections:
     """:func:`fuse` on consecutive runs of images of about ``chunk`` rows, joined in image order."""
     idx = [image_index(d, image_ids, t) for t, d in enumerate(models)]
-    rows = np.zeros(len(image_ids), np.int64)
-    for i in idx:
-        rows += np.bincount(i, minlength=len(image_ids))
-    cum = np.cumsum(rows)
-    cuts = np.unique(np.searchsorted(cum, np.arange(chunk, int(cum[-1]), chunk), side="left") + 1)
-    bounds = [0] + [int(c) for c in cuts if 0 < c < len(image_ids)] + [len(image_ids)]
+    runs = image_runs(sum(np.bincount(i, minlength=len(image_ids)) for i in idx), chunk)
+    rows = [rows_of_runs(i, runs) for i in idx]
     parts = []
-    for a, b in zip(bounds[:-1], bounds[1:]):
-        sub = [d.select((i >= a) & (i < b)) for d, i in zip(models, idx)]
+    for r, (a, b) in enumerate(runs):
+        sub = [d.select(of_run[r]) for d, of_run in zip(models, rows)]
         parts.append(fuse(sub, list(image_ids[a:b]), sizes_wh[a:b], chunk=None, **options))
     return Detections(*(np.concatenate([getattr(p, f) for p in parts]) for f in
                         ("image_id", "category_id", "xywh", "score")))
