@@ -8,7 +8,8 @@ and as whole commands (a fresh process each). Target: at most as slow (1.0x).
 Images are not public: one tiny JPEG, hard-linked 4,883 times, stands in for them (links are still
 made, and every file passes the converter's image check, which reads its first and last bytes).
 Ours does labels, links, data.yaml, categories.json, a 5-fold split (fold 0) and the split
-JSONs; convert_coco writes labels only. Also timed: the same with --clean.
+JSONs; convert_coco writes labels only. Also timed: the same with --clean, and (the ablation) ours with
+the links made after the labels rather than in a thread beside them.
 Where writing is slow and uneven (write-back stalls on a shared disk), ``TMPDIR=/dev/shm`` times the
 converters' own work on tmpfs. Every run starts after ``sync``, so none pays for the write-back of the run
 before it (the other converter's, as the order alternates).
@@ -31,6 +32,7 @@ ultra.setup()
 from ultralytics.data.converter import convert_coco  # noqa: E402
 
 from coco2yolo.dataset.clean import CleanConfig  # noqa: E402
+from coco2yolo.dataset import convert as convert_module  # noqa: E402
 from coco2yolo.dataset.convert import ConvertOptions, convert  # noqa: E402
 
 
@@ -80,15 +82,16 @@ def main() -> None:
         os.link(one, f)
     (work / "coco").mkdir()
     (work / "coco" / "train.json").symlink_to(src)
-    times = {"ours": [], "ours_clean": [], "convert_coco": []}
+    times = {"ours": [], "ours_clean": [], "convert_coco": [], "ours_links_after_labels": []}
     for rep in range(args.reps):
-        for name in ("convert_coco", "ours", "ours_clean") if rep % 2 else ("ours", "ours_clean", "convert_coco"):
+        for name in list(times) if rep % 2 else reversed(list(times)):
             out = work / f"{name}_{rep}"
             os.sync()  # each run starts with nothing of the one before left to write back (it is timed alone)
             t = time.perf_counter()
             if name == "convert_coco":
                 convert_coco(labels_dir=str(work / "coco"), save_dir=str(out), use_segments=False, cls91to80=False)
             else:
+                convert_module.LINKS_IN_THREAD = name != "ours_links_after_labels"
                 convert(src, out, ConvertOptions(images_root=work / "img", folds=5, fold=0, seed=0,
                                                  clean=CleanConfig() if name == "ours_clean" else None))
             times[name].append(time.perf_counter() - t)
@@ -104,6 +107,7 @@ def main() -> None:
         "seconds_all": {k: [round(x, 3) for x in v] for k, v in times.items()},
         "ratio_ours_to_convert_coco": round(med["ours"] / med["convert_coco"], 2),
         "ratio_ours_clean_to_convert_coco": round(med["ours_clean"] / med["convert_coco"], 2),
+        "ratio_ours_to_itself_links_after_labels": round(med["ours"] / med["ours_links_after_labels"], 2),
         "whole_commands_seconds_median": {k: round(v, 3) for k, v in med_whole.items()},
         "whole_commands_seconds_all": {k: [round(x, 3) for x in v] for k, v in whole.items()},
         "whole_commands_ratio": round(med_whole["ours"] / med_whole["convert_coco"], 2),

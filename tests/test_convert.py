@@ -325,3 +325,41 @@ def test_collector_paused_only_while_converting(tmp_path):
     with pytest.raises(UserError):
         convert(tmp_path / "missing.json", tmp_path / "out", ConvertOptions())
     assert gc.isenabled()
+
+
+def _tree(root):
+    """Every entry under root: link targets, file bytes (data.yaml names its own folder: left out)."""
+    out = {}
+    for p in sorted(root.rglob("*")):
+        rel = p.relative_to(root).as_posix()
+        if p.is_symlink():
+            out[rel] = ("link", os.readlink(p))
+        elif p.is_file() and rel != "data.yaml":
+            out[rel] = ("file", p.read_bytes())
+    return out
+
+
+def test_links_made_beside_the_labels_give_the_same_folder(tmp_path, monkeypatch):
+    src = _fixture(tmp_path)
+    trees = []
+    for in_thread in (True, False):
+        monkeypatch.setattr(conv, "LINKS_IN_THREAD", in_thread)
+        out = tmp_path / f"out_{in_thread}"
+        convert(src, out, ConvertOptions(val_fraction=0.25, seed=0))
+        trees.append(_tree(out))
+    assert sum(kind == "link" for kind, _ in trees[0].values()) == 4
+    assert trees[0] == trees[1]
+
+
+def test_a_failing_link_in_the_thread_fails_the_conversion_and_leaves_nothing(tmp_path, capsys, monkeypatch):
+    import errno
+
+    src = _fixture(tmp_path)
+
+    def full(src_path, dst_path):
+        raise OSError(errno.ENOSPC, "No space left on device", dst_path)
+
+    monkeypatch.setattr(conv.os, "symlink", full)
+    code, _, err = _cli([src, "--out", tmp_path / "o"], capsys)
+    assert code == 1 and "the disk is full" in err and len(err.strip().splitlines()) == 1  # the machine's error
+    assert not (tmp_path / "o").exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".o")]
