@@ -24,6 +24,7 @@ import ctypes
 import ctypes.util
 import functools
 import platform
+import threading
 from collections.abc import Iterator
 
 # glibc's malloc.h
@@ -48,19 +49,36 @@ def _glibc() -> ctypes.CDLL | None:
     return libc
 
 
+_lock = threading.Lock()
+_depth = 0  # blocks open now: the settings are the process's, set by the first and restored by the last
+
+
 @contextlib.contextmanager
 def heap_kept(enabled: bool = True) -> Iterator[bool]:
     """Within the block, freed memory stays in the process's heap (see the module's text); yields
-    whether that is in effect (False off glibc or when ``enabled`` is False)."""
+    whether that is in effect (False off glibc or when ``enabled`` is False). Blocks may nest or overlap
+    in threads: glibc's defaults come back when the last one ends."""
+    global _depth
     libc = _glibc() if enabled else None
-    if libc is None or not libc.mallopt(M_MMAP_MAX, 0):
+    if libc is None:
         yield False
         return
-    libc.mallopt(M_TRIM_THRESHOLD, _INT_MAX)
+    with _lock:
+        on = _depth > 0 or bool(libc.mallopt(M_MMAP_MAX, 0))
+        if on:
+            if _depth == 0:
+                libc.mallopt(M_TRIM_THRESHOLD, _INT_MAX)
+            _depth += 1
+    if not on:
+        yield False
+        return
     try:
         yield True
     finally:
-        libc.mallopt(M_MMAP_MAX, DEFAULT_MMAP_MAX)
-        libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX)
-        libc.mallopt(M_TRIM_THRESHOLD, 2 * MMAP_THRESHOLD_MAX)
-        libc.malloc_trim(0)
+        with _lock:
+            _depth -= 1
+            if _depth == 0:
+                libc.mallopt(M_MMAP_MAX, DEFAULT_MMAP_MAX)
+                libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX)
+                libc.mallopt(M_TRIM_THRESHOLD, 2 * MMAP_THRESHOLD_MAX)
+                libc.malloc_trim(0)

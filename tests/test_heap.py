@@ -49,6 +49,32 @@ def test_heap_kept_keeps_freed_blocks_and_gives_them_back_after():
     assert freed_k - r["after"] > 200    # and leaving the block hands it back
 
 
+NESTED = r"""
+import json
+import numpy as np
+from coco2yolo.heap import heap_kept
+
+def rss():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096 / 2**20
+
+with heap_kept() as outer:
+    with heap_kept() as inner:
+        pass
+    a = np.ones(32 * 2**20)
+    held = rss()
+    del a
+    kept_after_inner = held - rss() < 20   # the inner block's end did not switch the outer one off
+print(json.dumps({"outer": outer, "inner": inner, "kept": kept_after_inner}))
+"""
+
+
+@pytest.mark.skipif(not GLIBC, reason="heap_kept only acts on glibc's malloc")
+def test_nested_blocks_keep_the_heap_until_the_last_ends():
+    r = json.loads(subprocess.run([sys.executable, "-c", NESTED], capture_output=True, text=True, check=True).stdout)
+    assert r == {"outer": True, "inner": True, "kept": True}
+
+
 def test_heap_kept_can_be_switched_off():
     with heap.heap_kept(enabled=False) as on:
         assert on is False
