@@ -12,9 +12,8 @@ changes no arithmetic: the results are byte-identical (the bench and tests/test_
 heap's top (``M_TRIM_THRESHOLD`` at its largest) for the duration of a ``with`` block; on leaving, it
 restores glibc's limits as its dynamic threshold leaves them once a large block has been freed (mmap
 above 32 MB, trim above 64 MB: what any forward pass at this size reaches) and hands what is free back
-(``malloc_trim``). The process's memory stays at
-its peak during the block, so it stays flat in the number of images. Elsewhere than glibc (macOS,
-Windows, musl) it does nothing.
+(``malloc_trim``). The process's memory stays at its peak during the block, so it stays flat in the
+number of images. Elsewhere than glibc (macOS, Windows, musl) it does nothing.
 """
 
 from __future__ import annotations

@@ -201,11 +201,11 @@ def nms_in_groups(boxes_xyxy: Any, scores: Any, iou_threshold: float) -> Any:
     ids, inverse, counts = torch.unique(group, return_inverse=True, return_counts=True)
     if len(ids) == 1:
         return tv.nms(boxes_xyxy, scores, iou_threshold)
-    k = len(ids)
-    lo = boxes_xyxy.new_full((k,), float("inf")).scatter_reduce(0, inverse, boxes_xyxy[:, 0], "amin")
-    hi = boxes_xyxy.new_full((k,), float("-inf")).scatter_reduce(0, inverse, boxes_xyxy[:, 2], "amax")
-    ends_before = torch.cummax(hi, 0).values[:-1] <= torch.flip(torch.cummin(torch.flip(lo, (0,)), 0).values, (0,))[1:]
-    if not bool(ends_before.all()):
+    lo = boxes_xyxy.new_full((len(ids),), float("inf")).scatter_reduce(0, inverse, boxes_xyxy[:, 0], "amin")
+    hi = boxes_xyxy.new_full((len(ids),), float("-inf")).scatter_reduce(0, inverse, boxes_xyxy[:, 2], "amax")
+    hi_so_far = torch.cummax(hi, 0).values                                      # groups 0..g
+    lo_from = torch.flip(torch.cummin(torch.flip(lo, (0,)), 0).values, (0,))  # groups g..last
+    if not bool((hi_so_far[:-1] <= lo_from[1:]).all()):
         return tv.nms(boxes_xyxy, scores, iou_threshold)
     kept = torch.zeros(n, dtype=torch.bool)
     for idx in torch.split(torch.argsort(inverse, stable=True), counts.tolist()):
