@@ -231,7 +231,8 @@ def kills(n: int, seed: int, work: Path) -> dict:
 
 
 def hostile_families(n: int, seed: int, work: Path, weights: Path | None) -> dict:
-    """Issue 16's families (bench/hostile.py): checkpoints, links and pipes, photos, CSV numbers."""
+    """Issue 16's and 27's families (bench/hostile.py): checkpoints, ONNX files, links and pipes, photos, CSV
+    numbers."""
     import hostile
 
     out: dict = {}
@@ -239,17 +240,20 @@ def hostile_families(n: int, seed: int, work: Path, weights: Path | None) -> dic
     images = {"images": [{"id": i, "file_name": f"train/{i}.jpg", "width": 64, "height": 64} for i in range(3)],
               "categories": [{"id": k, "name": str(k)} for k in range(10)]}
     (work / "h" / "images.json").write_text(json.dumps(images))
-    if weights is not None:
-        import cv2
-        import numpy as np
+    import cv2
+    import numpy as np
 
-        for i in range(3):
-            (work / "h" / "train").mkdir(exist_ok=True)
-            cv2.imwrite(str(work / "h" / "train" / f"{i}.jpg"), np.full((64, 64, 3), 50 * i, np.uint8))
+    for i in range(3):
+        (work / "h" / "train").mkdir(exist_ok=True)
+        cv2.imwrite(str(work / "h" / "train" / f"{i}.jpg"), np.full((64, 64, 3), 50 * i, np.uint8))
+    if weights is not None:
         side = work / "h" / "side.json"
         shutil.copy(weights.with_suffix(".json"), side)
         out["checkpoints (infer.py --weights)"] = hostile.checkpoints(weights, side, n, seed, work / "h")
         print(out, flush=True)
+    out["ONNX files (infer.py --weights N.onnx)"] = hostile.onnx_files(max(20, n // 2), seed, work / "h")
+    print(out, flush=True)
+    if weights is not None:
         out["links and named pipes"] = hostile.links_and_pipes(weights, work, max(5, n // 10), seed)
         print(out, flush=True)
     out["photos (convert --clean)"] = hostile.photos(max(10, n // 5), seed, work)

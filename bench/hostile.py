@@ -137,8 +137,21 @@ def _child(files: list[str], out: str, sidecar: str) -> None:
 
 
 def checkpoints(genuine: Path, sidecar: Path, n: int, seed: int, work: Path) -> dict:
-    files = [str(p) for p in checkpoint_variants(genuine, n, seed, work)]
-    log = work / "ckpt_log.jsonl"
+    return judged([str(p) for p in checkpoint_variants(genuine, n, seed, work)], sidecar, work / "ckpt_log.jsonl")
+
+
+def onnx_files(n: int, seed: int, work: Path) -> dict:
+    """The crafted ONNX files of tests/onnx_crafted.py (issue 27's audit and more) and ``n`` random mutations of
+    its minimal detector, each given to infer.py in the watched child (sidecar: 2 classes, 64 px)."""
+    from onnx_crafted import cases, mutated, sidecar
+
+    files = [str(p) for _, p, _ in cases(work / "onnx_cases", seed)] + [str(p) for p in mutated(work / "onnx_mut", n, seed)]
+    side = sidecar(work / "onnx_side.onnx", 2, 64)
+    return judged(files, side, work / "onnx_log.jsonl")
+
+
+def judged(files: list[str], sidecar: Path, log: Path) -> dict:
+    """Each file loaded by infer.py in a watched child (restarted after a crash): outcomes, connections, memory."""
     done: dict[str, dict] = {}
     left = list(files)
     while left:

@@ -72,6 +72,7 @@ def number(lo: float | None = None, hi: float | None = None, *, lo_open: bool = 
 
 _UNITS = {"s": 1 / 3600, "sec": 1 / 3600, "m": 1 / 60, "min": 1 / 60, "h": 1.0, "hr": 1.0}
 DURATION_HELP = "hours as Ultralytics takes them (0.5) or with a unit: 90s, 30m, 2h"
+MIN_HOURS, MAX_HOURS = 1 / 3600, 8760.0  # a second, a year: anything outside is a typo
 
 
 def duration_hours(value: object) -> float:
@@ -90,6 +91,8 @@ def duration_hours(value: object) -> float:
             raise ValueError(f"a duration ({DURATION_HELP}), got {str(value)[:40]!r}") from None
     if not math.isfinite(hours) or hours <= 0:
         raise ValueError(f"a positive duration ({DURATION_HELP}), got {str(value)[:40]!r}")
+    if not MIN_HOURS <= hours <= MAX_HOURS:
+        raise ValueError(f"a duration from 1 s to a year ({MAX_HOURS:g} h), got {str(value)[:40]!r}")
     return hours
 
 

@@ -242,18 +242,44 @@ def fast_predictor(multi_label: bool = True) -> type:
     return FastPredictor
 
 
-def onnx_yolo(path: str | os.PathLike) -> Any:
-    """An Ultralytics ``YOLO`` for an ONNX file written by ``coco2yolo export`` (run by onnxruntime)."""
+def onnx_yolo(path: str | os.PathLike, n_classes: int | None = None, imgsz: int | None = None, batch: int = 1,
+              predictor: Any = None, predict_args: dict[str, Any] | None = None) -> Any:
+    """An Ultralytics ``YOLO`` for an ONNX file written by ``coco2yolo export`` (run by onnxruntime).
+
+    The file is read as data first (:func:`coco2yolo.checkpoint.onnxfile.check_onnx`: external data, metadata,
+    operators, every tensor's size for the input it will be fed). With ``predictor``, the session is built here
+    by one prediction on a blank image with ``predict_args`` (Ultralytics would build it at the first batch,
+    where a failure is no longer one line)."""
     import importlib.util
 
-    if importlib.util.find_spec("onnxruntime") is None:
-        raise UserError(f"{path}: predicting with an ONNX file needs onnxruntime: pip install 'coco2yolo[export]'")
+    if importlib.util.find_spec("onnxruntime") is None or importlib.util.find_spec("onnx") is None:
+        raise UserError(f"{path}: predicting with an ONNX file needs onnx and onnxruntime: "
+                        "pip install 'coco2yolo[export]'")
+    from coco2yolo.checkpoint.onnxfile import check_onnx
+
+    check = check_onnx(path, n_classes, imgsz, batch)
+    import onnxruntime
     from ultralytics import YOLO
 
+    onnxruntime.set_default_logger_severity(4)  # its errors come back as exceptions, made one line below
+
+    with onnx_errors(path):
+        model = YOLO(str(path), task="detect")
+        if predictor is not None:
+            blank = np.zeros((check.input_shape[2], check.input_shape[3], 3), np.uint8)
+            model.predict(source=[blank], batch=1, predictor=predictor, **(predict_args or {}))
+    return model
+
+
+@contextlib.contextmanager
+def onnx_errors(path: str | os.PathLike) -> Iterator[None]:
+    """ONNX Runtime's and Ultralytics' failures on an ONNX file as one line."""
     try:
-        return YOLO(str(path), task="detect")
+        yield
+    except UserError:
+        raise
     except Exception as err:  # noqa: BLE001 - a damaged or foreign ONNX file is a user error
-        raise UserError(f"cannot load {path}: {' '.join(str(err).split())[:200]}") from None
+        raise UserError(f"cannot run {path}: {' '.join(str(err).split())[:240]}") from None
 
 
 def _cuda_available() -> bool:
@@ -277,6 +303,13 @@ def _image_paths(images: list[dict[str, Any]], root: Path, source: str) -> dict[
         raise UserError(f"{source}: {len(missing)} of {len(images)} images are missing under {root} "
                         f"(first: {', '.join(missing[:5])})")
     return {iid: f for f, iid in by_path.items()}
+
+
+def _predict_args(args: Any, imgsz: int, **extra: Any) -> dict[str, Any]:
+    """Ultralytics' predict arguments for infer.py's flags."""
+    return dict(conf=args.conf, iou=args.iou, max_det=args.max_det, imgsz=imgsz, device=args.device,
+                augment=args.tta, agnostic_nms=args.agnostic, verbose=False, **({"half": True} if args.half else {}),
+                **extra)
 
 
 @dataclass
@@ -336,12 +369,20 @@ def run(args: PredictOptions | argparse.Namespace) -> dict[str, Any]:
     from coco2yolo.checkpoint import load_yolo
 
     ultra.check_device(args.device)
-    if str(args.weights).lower().endswith(".onnx"):  # no pickle: Ultralytics runs it with onnxruntime
-        model, ckpt = onnx_yolo(args.weights), None
+    predictor = fast_predictor(args.multi_label)
+    onnx = str(args.weights).lower().endswith(".onnx")
+    if onnx:  # read as data first, then run by onnxruntime: the sidecar says what it will be fed
+        cmap, train_imgsz, note = resolve_sidecar(args.weights, None)
+        imgsz = args.imgsz or train_imgsz
+        # rect=False: every batch is the square input the graph was checked for
+        predict_args = _predict_args(args, imgsz, rect=False)
+        model = onnx_yolo(args.weights, len(cmap), imgsz, args.batch, predictor, predict_args)
     else:
         model, ckpt = load_yolo(args.weights, args.trust_weights)
-    cmap, train_imgsz, note = resolve_sidecar(args.weights, {"train_args": ckpt.train_args} if ckpt is not None
-                                              else getattr(model, "ckpt", None))
+        cmap, train_imgsz, note = resolve_sidecar(args.weights, {"train_args": ckpt.train_args} if ckpt is not None
+                                                  else getattr(model, "ckpt", None))
+        imgsz = args.imgsz or train_imgsz
+        predict_args = _predict_args(args, imgsz)
     if note:
         print(note, file=sys.stderr)
     names = getattr(model, "names", None) or {}
@@ -350,16 +391,11 @@ def run(args: PredictOptions | argparse.Namespace) -> dict[str, Any]:
     if made_up_ids:
         print(f"note: image ids follow the sorted file names under {root} (0 = {images[0]['file_name']}); "
               f"they are written to {images_json}", file=sys.stderr)
-    imgsz = args.imgsz or train_imgsz
     unread: list[tuple[dict[str, Any], str]] = []
     vis_left = args.vis_max
     vis_failed: list[str] = []
     vis_root = make_dirs(args.save_vis) if args.save_vis else None
     t0 = time.time()
-    predict_args = dict(conf=args.conf, iou=args.iou, max_det=args.max_det, imgsz=imgsz, device=args.device,
-                        augment=args.tta, agnostic_nms=args.agnostic, verbose=False,
-                        **({"half": True} if args.half else {}))
-    predictor = fast_predictor(args.multi_label)
     with heap_kept(), StreamingOutputs(out, Path(args.submission) if args.submission else None, images_json) as sink:
         bar = tqdm(total=len(images), unit="img", desc="predict", file=sys.stderr, dynamic_ncols=True,
                    disable=None)  # a bar on a terminal only: in a log each refresh would be a line
@@ -372,8 +408,9 @@ def run(args: PredictOptions | argparse.Namespace) -> dict[str, Any]:
             if unread and args.strict:
                 im, why = unread[0]
                 raise UserError(f"{im['file_name']}: {why}; nothing was written (--strict)")
-            results = model.predict(source=[arr for _, arr in ok], batch=len(ok), predictor=predictor,
-                                    **predict_args) if ok else []
+            with onnx_errors(args.weights) if onnx else contextlib.nullcontext():
+                results = model.predict(source=[arr for _, arr in ok], batch=len(ok), predictor=predictor,
+                                        **predict_args) if ok else []
             for (image, arr), r in zip(ok, results):
                 boxes = r.boxes
                 cls = boxes.cls.cpu().numpy().astype(np.int64)

@@ -31,3 +31,11 @@ def ann(aid: int, image_id: int, cat: int, bbox: list[float], **kw: Any) -> dict
 
 def read_labels(path: Path) -> list[list[float]]:
     return [[float(v) for v in line.split()] for line in path.read_text().splitlines() if line.strip()]
+
+
+def one_line(code: int, err: str, match: str | None = None, status: int = 2) -> None:
+    """A refusal as the project promises it: exit ``status``, one line on stderr, no traceback."""
+    assert code == status, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    if match:
+        assert match in err, err

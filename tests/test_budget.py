@@ -66,6 +66,8 @@ def _experiment(root: Path, sample: Path, **extra) -> Path:
            "convert": {"folds": 2, "seed": 0},
            "models": [{"name": "a", "model": "yolov5nu.yaml", "epochs": 1, "imgsz": 64, "batch": 8, "workers": 0}],
            "bootstrap": 20, **extra}
+    if doc["models"] is None:  # omitted
+        del doc["models"]
     path = root / "exp.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path
@@ -86,11 +88,58 @@ SEARCH = {"base": {"model": "yolov5nu.yaml", "epochs": 2, "imgsz": 64, "batch": 
     ({"budget": "5x"}, "budget must be a duration"),
     ({"space": {"imgsz": [64, "big"]}}, "space.imgsz = 'big'"),
     ({"fold": 2}, "fold must be a fold of convert.folds (0 to 1)"),
+    ({"trials": 10**12}, "trials must be an integer from 1 to 10000"),
+    ({"trials": "many"}, "trials must be an integer from 1 to 10000"),
+    ({"budget": "1e300h"}, "a duration from 1 s to a year"),
+    ({"budget": 1e-9}, "a duration from 1 s to a year"),
+    ({"space": {"lr0": "0.01"}}, "space.lr0 must be a list of values"),
+    ({"space": {"lr0": {"low": "a", "high": 1}}}, "low and high must be finite numbers"),
+    ({"space": {"lr0": {"low": 0.1, "high": 0.2, "step": -1}}}, "step must be a positive number"),
+    ({"storage": "foo://x"}, "database 'foo' is not one Optuna stores studies in"),
+    ({"storage": "postgresql://me:s3cret@db.example:notaport/exp"}, "is not a database URL"),
+    ({"storage": "postgresql://me:s3cret@db.example:99999/exp"}, "is not a port"),
+    ({"storage": "sqlite://"}, "SQLite needs a file"),
+    ({"storage": ["a"]}, "storage must be a path"),
 ])
 def test_bad_search_sections_are_one_line(sample, tmp_path, capsys, change, match):
     exp = _experiment(tmp_path, sample, search={**SEARCH, **change})
+    code, out, err = run_cli(kfold.main, kfold.get_args_parser(), [exp, "--dry-run", "--devices", "cpu"], capsys)
+    _one_line(code, err, match)
+    assert "s3cret" not in out + err
+    assert not (tmp_path / "exp").exists()  # nothing half-written
+
+
+@pytest.mark.parametrize("text, match", [
+    ("[1, 2]\n", "must be a mapping"),
+    ("name: search_best\nepochs: -5\n", "epochs"),
+    ("name: search_best\nmodel: yolov5nu.yaml\nlr00: 0.1\n", "unknown key 'lr00'"),
+    ("name: search_best\nmodel: " + "[" * 5000 + "\n", "best.yaml"),
+    ("\x00\x01 not yaml: [\n", "best.yaml"),
+])
+def test_a_damaged_best_yaml_is_one_line_on_resume(sample, tmp_path, capsys, text, match):
+    exp = _experiment(tmp_path, sample, search=SEARCH)
+    best = tmp_path / "exp" / "search" / "best.yaml"
+    best.parent.mkdir(parents=True)
+    best.write_text(text)
+    before = best.read_bytes()
     code, _, err = run_cli(kfold.main, kfold.get_args_parser(), [exp, "--dry-run", "--devices", "cpu"], capsys)
     _one_line(code, err, match)
+    assert best.read_bytes() == before
+
+
+def test_a_search_with_no_models_runs_its_winner(sample, tmp_path, capsys):
+    """No models listed (omitted, or []): the dry run plans the search, and the whole run trains the winner
+    on every fold, predicts and writes the submission."""
+    search = {**SEARCH, "base": {**SEARCH["base"], "epochs": 1}, "space": {"lr0": [0.01, 0.02]}, "trials": 2,
+              "pruner": "none"}
+    for models in (None, []):
+        exp = _experiment(tmp_path, sample, search=search, models=models)
+        code, out, err = run_cli(kfold.main, kfold.get_args_parser(), [exp, "--dry-run", "--devices", "cpu"], capsys)
+        assert code == 0, err
+        assert "no models are listed" in out and "convert/fold0" in out
+    code, out, err = run_cli(kfold.main, kfold.get_args_parser(), [exp, "--devices", "cpu"], capsys)
+    assert code == 0, err
+    assert (tmp_path / "exp" / "submission.csv").exists() and "search_best  mAP50" in out
 
 
 def test_a_killed_search_resumes_and_two_processes_never_run_one_trial(sample, tmp_path):

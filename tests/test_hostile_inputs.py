@@ -167,6 +167,7 @@ def test_the_converter_fits_boxes_to_turned_and_resized_photos(tmp_path, capsys)
                                                                "--seed", "1"], capsys)
     assert code == 0, err
     assert "1 photos carry an EXIF rotation" in err and "1 photos are not the size their JSON says" in err
+    assert len(err.strip().splitlines()) == 1 and f"every name in {tmp_path / 'o' / 'report.json'} (photos)" in err
     assert src.read_bytes() == before
     out = tmp_path / "o"
     labels = {p.stem: read_labels(p) for p in (out / "labels").rglob("*.txt")}

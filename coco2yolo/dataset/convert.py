@@ -178,10 +178,12 @@ def screen_images(images: list[dict[str, Any]], root: Path, source: str, strict:
     return bad
 
 
-def bad_images_line(bad: list[tuple[str, str, int]], total: int) -> str:
+def bad_images_line(bad: list[tuple[str, str, int]], total: int, names_in: str | None = None) -> str:
+    """The one warning line for skipped photos; ``names_in``: where every name is listed."""
     return (f"warning: skipped {len(bad)} of {total} images whose files are unusable"
             + (", with their boxes" if total else "") + " (first: "
-            + "; ".join(f"{n}: {w}" for n, w, _ in bad[:3]) + "); --strict makes this an error")
+            + "; ".join(f"{n}: {w}" for n, w, _ in bad[:3]) + ")"
+            + (f"; every name in {names_in}" if names_in else "") + "; --strict makes this an error")
 
 
 def _check_bounds(data: dict[str, Any], source: str) -> None:
@@ -525,7 +527,7 @@ def main(args: argparse.Namespace) -> int:
     res = convert(args.json, args.out, options_from_args(args))
     if res.bad_images:
         total = res.images.get("list", sum(res.images.values())) + len(res.bad_images)
-        print(bad_images_line(res.bad_images, total), file=sys.stderr)
+        print(bad_images_line(res.bad_images, total, f"{res.out / 'report.json'} (bad_images)"), file=sys.stderr)
     if "list" in res.images:
         print(f"{args.json} has no annotations: wrote an image list of {res.images['list']} images "
               f"for prediction to {res.out / 'images.txt'}")
@@ -533,7 +535,7 @@ def main(args: argparse.Namespace) -> int:
     if "photos" in res.report:
         from coco2yolo.dataset.geometry import summary_line as photos_line
 
-        print(photos_line(res.report["photos"]), file=sys.stderr)
+        print(photos_line(res.report["photos"], f"{res.out / 'report.json'} (photos)"), file=sys.stderr)
     if "cleaning" in res.report:
         print(summary_line(res.report["cleaning"]))
     conv = res.report["conversion"]

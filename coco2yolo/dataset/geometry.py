@@ -106,7 +106,8 @@ def fit_to_photos(data: dict[str, Any], infos: dict[int, PhotoInfo], strict: boo
     return {**data, "images": images, "annotations": anns}, report
 
 
-def summary_line(report: dict[str, Any]) -> str:
+def summary_line(report: dict[str, Any], names_in: str | None = None) -> str:
+    """The one warning line for photos whose boxes were fitted; ``names_in``: where every name is listed."""
     parts = []
     if report["orientation"]["count"]:
         first = report["orientation"]["images"][0]
@@ -116,4 +117,5 @@ def summary_line(report: dict[str, Any]) -> str:
         r = report["size"]["images"][0]
         parts.append(f"{report['size']['count']} photos are not the size their JSON says, so their own size was used "
                      f"(first: {r['file_name']}: JSON {r['json'][0]}x{r['json'][1]}, photo {r['photo'][0]}x{r['photo'][1]})")
-    return "warning: " + "; ".join(parts) + "; --strict makes this an error"
+    return ("warning: " + "; ".join(parts) + (f"; every name in {names_in}" if names_in else "")
+            + "; --strict makes this an error")

@@ -135,7 +135,9 @@ def _print_plan(exp, jobs, runner, estimates, times, devices, shard) -> None:
         s = exp.search
         budget = f", budget {cli.format_hours(s.budget_hours)}" if s.budget_hours else ""
         print(f"[search] {s.trials} trials of {s.base} over {', '.join(s.space)} on fold {s.fold} ({s.pruner}"
-              f"{budget}); its winner trains as search_best once it is done")
+              f"{budget}); its winner trains as search_best once it is done"
+              + ("" if any(j.step == "train" for j in jobs) else
+                 " (no models are listed: training, prediction and the submission are planned from the winner)"))
     for j in jobs:
         who = "" if runner.owner[j.id] == shard else f" [shard {runner.owner[j.id]}]"
         print(f"[{runner.status(j)}]{who} {j.id}  {describe(estimates[j.id])}\n    {j.shown(exp, devices[0])}")

@@ -133,6 +133,8 @@ def build(exp: Experiment, internal: dict[str, Callable[..., None]],
                     + [o / "data" / "fold0" / "split.json"], [f_["gt"], f_["folds"]],
                     [f"convert/fold{f}" for f in range(K)],
                     internal=lambda: internal["oof_gt"](exp), note="the folds' validation sets -> oof/gt.json"))
+    if not models:  # a search with no models listed, before it is done: the rest is planned from its winner
+        return jobs
     test_files: dict[str, list[Path]] = {}
     for m in models:
         m_args = with_time(m.train_args, times.get(m.name))
