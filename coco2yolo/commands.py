@@ -1,6 +1,6 @@
 """The ``coco2yolo`` command: one entry point with a subcommand per stage, in the style of ``yolo``.
 
-    coco2yolo convert|train|predict|fuse|evaluate|kfold|label-issues|submission|sidecar|sample|demo ARGS...
+    coco2yolo convert|train|predict|fuse|evaluate|kfold|label-issues|review|export|fiftyone|submission|sidecar|sample|demo ARGS...
 
 Each subcommand is the same program as its script (``python -m coco2yolo``, ``train_yolo.py``,
 ``infer.py``, ``ensemble.py``, ``evaluate.py``, ``python -m coco2yolo.X``), with the same flags.
@@ -24,6 +24,7 @@ SUBCOMMANDS = {
     "kfold": ("coco2yolo.kfold.__main__", "the k-fold experiment in one command (python -m coco2yolo.kfold)"),
     "label-issues": ("coco2yolo.label_issues", "rank the annotations most likely wrong (python -m coco2yolo.label_issues)"),
     "export": ("coco2yolo.export", "weights to ONNX with their category map, for deployment"),
+    "review": ("coco2yolo.review.command", "decide label issues on one page; 'review apply' writes the fixed dataset"),
     "fiftyone": ("coco2yolo.browse", "ground truth, results and label issues as a FiftyOne dataset (extra)"),
     "submission": ("coco2yolo.submission", "check a competition submission CSV before upload"),
     "sidecar": ("coco2yolo.sidecar", "write the sidecar of weights trained elsewhere"),

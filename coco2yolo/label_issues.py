@@ -14,9 +14,12 @@ wrong, and all issues are ranked together. For an annotation of class c, from th
 The annotation's score is ``(1 - confirm) x (0.9 + 0.1 x max(other, near))``: mostly how little the model
 confirms it, with the evidence for another explanation breaking ties. Its kind is the explanation:
 ``wrong_class`` when ``other`` is the larger (``suggested_category_id`` is that prediction's class),
-``bad_box`` when ``near`` is, ``no_object`` when neither reaches ``--low-conf``. A fourth kind has no
-annotation: ``missing``, a prediction scored ``--high-conf`` or more that overlaps no annotation of any class
-at IoU >= 0.1 (one per object: the best of overlapping ones); its score is the prediction's score.
+``bad_box`` when ``near`` is (``suggested_bbox`` is that prediction's box), ``no_object`` when neither reaches
+``--low-conf`` (the fix removes it). A fourth kind has no annotation: ``missing``, a prediction scored
+``--high-conf`` or more that overlaps no annotation of any class at IoU >= 0.1 (one per object: the best of
+overlapping ones; the fix adds its box and class); its score is the prediction's score. Every issue has a
+stable ``id`` (:mod:`coco2yolo.dataset.issues`, the file's format). ``coco2yolo review`` shows them one by one
+for a person to decide, and ``coco2yolo review apply`` writes the fixed dataset.
 
 cleanlab's object-detection scores were tried first and measured near chance with YOLO models trained
 briefly on TrashNet (ROC AUC 0.49 to 0.62 against the corruptions they target, beside 0.78 and 0.82 for this
@@ -37,8 +40,8 @@ import numpy as np
 from coco2yolo import cli
 from coco2yolo.boxes import iou_xyxy, xywh_to_xyxy
 from coco2yolo.cocodata import CategoryMap, load_dataset
-from coco2yolo.dataset.clean import ISSUE_KINDS as KINDS  # the kinds, beside the cleaning rule that drops them
-from coco2yolo.dataset.clean import read_issues  # noqa: F401 - the issues file is read where it is used
+from coco2yolo.dataset.issues import ISSUE_KINDS as KINDS  # the issues file's format
+from coco2yolo.dataset.issues import issue_id
 from coco2yolo.fileio import guard_outputs, write_json, write_text
 from coco2yolo.results import Detections, load_results
 
@@ -46,6 +49,11 @@ HIGH, LOW = 0.1, 0.25  # prediction scores: a missing box's, another explanation
 IOU = 0.5  # a prediction at this IoU or more confirms (or contradicts) an annotation
 NEAR_IOU = 0.1  # a prediction of the class overlapping an annotation this much (below IOU) is a badly placed box
 FREE_IOU = 0.1  # a prediction overlapping no annotation this much is a missing box (chosen on TrashNet, BENCHMARKS.md)
+
+
+def _xywh(xyxy: np.ndarray) -> list[float]:
+    x1, y1, x2, y2 = (float(v) for v in xyxy)
+    return [x1, y1, x2 - x1, y2 - y1]
 
 
 def _best(score: np.ndarray, mask: np.ndarray) -> tuple[float, int]:
@@ -98,25 +106,27 @@ def find_issues(gt: dict[str, Any], dets: Detections, high: float = HIGH, low: f
             own = p_cat == a["category_id"]
             confirm, _ = _best(p_score, own & (iou[j] >= iou_thr))
             other, k_other = _best(p_score, ~own & (iou[j] >= iou_thr) & (p_score >= low))
-            near, _ = _best(p_score, own & (iou[j] >= NEAR_IOU) & (iou[j] < iou_thr) & (p_score >= low))
+            near, k_near = _best(p_score, own & (iou[j] >= NEAR_IOU) & (iou[j] < iou_thr) & (p_score >= low))
             score = (1 - confirm) * (0.9 + 0.1 * max(other, near))
             if score <= 0:
                 continue
             kind = "wrong_class" if other > 0 and other >= near else "bad_box" if near > 0 else "no_object"
-            issues.append({"kind": kind, "score": float(score), "annotation_id": a["id"], "image_id": iid,
+            issues.append({"id": issue_id(kind, iid, a["id"], a["bbox"], a["category_id"]), "kind": kind,
+                           "score": float(score), "annotation_id": a["id"], "image_id": iid,
                            "bbox": list(map(float, a["bbox"])), "category_id": a["category_id"],
-                           "suggested_category_id": int(p_cat[k_other]) if kind == "wrong_class" else None})
+                           "suggested_category_id": int(p_cat[k_other]) if kind == "wrong_class" else None,
+                           "suggested_bbox": _xywh(p_box[k_near]) if kind == "bad_box" else None})
         covered = iou.max(0, initial=0.0)
         if crowd_of.get(iid) and len(ks):
             covered = np.maximum(covered, iou_xyxy(xywh_to_xyxy(crowd_of[iid]), p_box).max(0))
         free = np.flatnonzero((p_score >= high) & (covered < FREE_IOU))
         ranked = free[np.argsort(-p_score[free], kind="stable")]
         for m in ranked[first_of_each(p_box[ranked], iou_thr)].tolist():  # the same object predicted twice: once
-            x1, y1, x2, y2 = p_box[m]
-            c = int(p_cat[m])
-            issues.append({"kind": "missing", "score": float(p_score[m]), "annotation_id": None, "image_id": iid,
-                           "bbox": [float(x1), float(y1), float(x2 - x1), float(y2 - y1)], "category_id": c,
-                           "suggested_category_id": c, "prediction_score": float(p_score[m])})
+            c, box = int(p_cat[m]), _xywh(p_box[m])
+            issues.append({"id": issue_id("missing", iid, None, box, c), "kind": "missing", "score": float(p_score[m]),
+                           "annotation_id": None, "image_id": iid, "bbox": box, "category_id": c,
+                           "suggested_category_id": c, "suggested_bbox": list(box),
+                           "prediction_score": float(p_score[m])})
     issues.sort(key=lambda d: (-d["score"], d["image_id"], d["annotation_id"] if d["annotation_id"] is not None else -1))
     return issues
 

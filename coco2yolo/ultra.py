@@ -94,6 +94,12 @@ def _install_fonts(config_dir: Path) -> None:
             os.replace(tmp, dst_dir / name)
 
 
+def fiftyone_offline() -> None:
+    """FiftyOne without its usage analytics (the one connection it makes beyond its own database), before it is
+    imported; a user's own choice in the environment is kept."""
+    os.environ.setdefault("FIFTYONE_DO_NOT_TRACK", "true")
+
+
 def setup(threads: int | None = None) -> ModuleType:
     """Configure and import Ultralytics offline; return the ``ultralytics`` module.
 

@@ -39,6 +39,8 @@ def _isolated_runs(tmp_path_factory):
     runs = tmp_path_factory.mktemp("runs")
     os.environ["COCO2YOLO_RUNS"] = str(runs)
     os.environ["YOLO_CONFIG_DIR"] = str(runs / "ultralytics-config")
+    os.environ["FIFTYONE_DATABASE_DIR"] = str(runs / "fiftyone-db")  # FiftyOne's own MongoDB, for this session only
+    os.environ["FIFTYONE_DO_NOT_TRACK"] = "true"
     from coco2yolo import ultra
 
     ultra.setup()

@@ -39,3 +39,15 @@ def one_line(code: int, err: str, match: str | None = None, status: int = 2) -> 
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
     if match:
         assert match in err, err
+
+
+def unavailable(reason: str) -> None:
+    """A real engine (a browser, PostgreSQL, SLURM, FiftyOne) is absent: skip with the reason, or fail where
+    ``COCO2YOLO_REQUIRE_ENGINES`` is set (CI sets it: there every engine is installed and no such test may skip)."""
+    import os
+
+    import pytest
+
+    if os.environ.get("COCO2YOLO_REQUIRE_ENGINES", "").strip() not in ("", "0"):
+        pytest.fail(f"required in CI: {reason}")
+    pytest.skip(reason)

@@ -167,6 +167,81 @@ def test_a_killed_search_resumes_and_two_processes_never_run_one_trial(sample, t
     assert states.count("COMPLETE") >= 4 and "RUNNING" not in states, states
 
 
+# --- the search on a real PostgreSQL server -------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def postgres():
+    from engines import postgres_cluster
+
+    with postgres_cluster() as pg:
+        yield pg
+
+
+def test_postgres_two_search_processes_share_a_study_and_a_killed_trial_is_retried(sample, tmp_path, postgres):
+    """Two --only search processes on one PostgreSQL study, one killed mid-trial, the search run again: every
+    trial asked is finished, none ran twice, the killed one is retried; connections stay bounded; the password
+    appears nowhere (output, logs, trials.csv, best.yaml, sidecars, the experiment's copy)."""
+    import threading
+
+    import optuna
+    from optuna.storages import RetryFailedTrialCallback
+
+    from engines import connections
+    from coco2yolo.training.storage import POOL
+
+    exp = _experiment(tmp_path, sample, search={**SEARCH, "trials": 4, "pruner": "none", "storage": postgres["url"]})
+    env = {**os.environ, "COCO2YOLO_OFFLINE": "1"}
+    argv = [sys.executable, "-m", "coco2yolo.kfold", str(exp), "--only", "search", "--devices", "cpu"]
+    first = subprocess.run(argv[:4] + ["--only", "convert", "--devices", "cpu"], cwd=ROOT, env=env,
+                           capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr
+    peak, stop = [0], threading.Event()
+
+    def sample_connections():
+        while not stop.wait(0.2):
+            peak[0] = max(peak[0], connections(postgres["dsn"]))
+
+    watcher = threading.Thread(target=sample_connections, daemon=True)
+    watcher.start()
+    procs = [subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for _ in range(2)]
+    time.sleep(20)
+    procs[1].kill()  # killed while its trial runs
+    outs = [p.communicate(timeout=600)[0] for p in procs]
+    rerun = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    stop.set()
+    watcher.join()
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    started = [line.split()[2] for text in outs + [rerun.stdout] for line in text.splitlines()
+               if line.startswith("search: trial") and " on cpu:" in line]
+    assert len(started) == len(set(started)), started  # no trial number ran twice
+    study = optuna.load_study(study_name="search", storage=postgres["url"])
+    states = [t.state.name for t in study.trials]
+    assert states.count("COMPLETE") >= 4 and "RUNNING" not in states, states
+    assert "FAIL" in states and any(RetryFailedTrialCallback.retried_trial_number(t) is not None for t in study.trials)
+    per_process = POOL["pool_size"] + POOL["max_overflow"]
+    assert 0 < peak[0] <= 4 * per_process, peak  # two search processes and their two trials, each with its pool
+    text = "".join(outs) + rerun.stdout + rerun.stderr
+    for f in (tmp_path / "exp").rglob("*"):
+        if f.is_file() and f.suffix in (".log", ".csv", ".yaml", ".json", ".txt", ""):
+            text += f.read_text(errors="replace")
+    assert postgres["password"] not in text
+    assert "***@127.0.0.1" in rerun.stdout  # the URL shown, masked
+
+
+@pytest.mark.parametrize("what", ["wrong password", "unreachable"])
+def test_postgres_a_wrong_password_or_unreachable_server_is_one_line(sample, tmp_path, capsys, postgres, what):
+    from engines import free_port
+
+    url = (postgres["url"].replace(postgres["password"], "not-the-password") if what == "wrong password"
+           else f"postgresql://coco:{postgres['password']}@127.0.0.1:{free_port()}/search")
+    exp = _experiment(tmp_path, sample, search={**SEARCH, "storage": url})
+    code, out, err = run_cli(kfold.main, kfold.get_args_parser(), [exp, "--only", "search", "--devices", "cpu"], capsys)
+    _one_line(code, err, "cannot open it")
+    assert "password" in err if what == "wrong password" else "refused" in err or "connect" in err
+    assert postgres["password"] not in out + err and "not-the-password" not in out + err
+
+
 # --- budgets for the whole experiment --------------------------------------------------------------------
 
 def test_dry_run_estimates_and_a_plan_over_budget_is_refused(sample, tmp_path, capsys):

@@ -322,3 +322,86 @@ def test_an_interrupted_training_resumes_when_nothing_changed(tmp_path):
     torch.save({"epoch": 1}, last)
     data.write_text("changed")  # an input changed: start afresh
     assert runner._argv(job, ["cpu"])[-1] == "cpu"
+
+
+# --- on a real SLURM cluster (one node, this machine) ---------------------------------------------------------
+
+SBATCH = ROOT / "slurm" / "kfold_array.sbatch"
+SAME = ("oof/a.json", "test/a.json", "preds/a_fold0_val.json", "preds/a_fold1_val.json", "preds/a_fold0_test.json",
+        "preds/a_fold1_test.json", "oof/gt.json", "oof/folds.json")
+
+
+@pytest.fixture(scope="module")
+def slurm():
+    from engines import slurm_cluster
+
+    with slurm_cluster() as cluster:
+        yield cluster
+
+
+def _model_a_only(tmp_path: Path, sample: Path, name: str) -> tuple[Path, Path]:
+    out = tmp_path / name
+    exp = _write_experiment(tmp_path, sample, out)
+    exp.write_text("\n".join(ln for ln in exp.read_text().splitlines() if "{name: b," not in ln) + "\n")
+    return exp, out
+
+
+def _sbatch(slurm, exp: Path, cwd: Path, *extra: str, wait: bool = True) -> subprocess.CompletedProcess:
+    env = {**slurm["env"], "PYTHON": sys.executable, "COCO2YOLO_OFFLINE": "1"}
+    return subprocess.run(["sbatch", "--parsable", *(["--wait"] if wait else []), "--array=0-1", *extra, str(SBATCH),
+                           str(exp), "cpu"], cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+
+
+def test_slurm_array_of_the_readme_script_matches_one_process(experiment, sample, tmp_path, slurm):
+    """The repository's sbatch script, run as is on a real SLURM cluster: a 2-task array over --shard finishes
+    the experiment, each job once, with the same bytes as one process."""
+    _, single, _ = experiment
+    exp, out = _model_a_only(tmp_path, sample, "slurm")
+    proc = _sbatch(slurm, exp, tmp_path)
+    logs = sorted(tmp_path.glob("slurm-coco2yolo-kfold-*.out"))
+    assert proc.returncode == 0, proc.stderr + "".join(p.read_text()[-1500:] for p in logs)
+    assert len(logs) == 2  # the two array tasks
+    rows = _log(out)
+    starts = Counter(r[4] for r in rows if r[3] == "START")
+    assert set(starts.values()) == {1} and {r[2] for r in rows} == {"shard 0/2", "shard 1/2"}
+    for rel in SAME:
+        assert (out / rel).read_bytes() == (single / rel).read_bytes(), rel
+
+
+def test_slurm_a_cancelled_task_is_taken_over_when_the_array_runs_again(experiment, sample, tmp_path, slurm):
+    """scancel --signal=KILL of one array task while it holds a training job's claim (no chance to release it),
+    then the array again: the dead task's job is taken over, everything finishes, the same bytes as one process."""
+    import time
+
+    _, single, _ = experiment
+    exp, out = _model_a_only(tmp_path, sample, "slurm_cancel")
+    job = _sbatch(slurm, exp, tmp_path, wait=False)
+    assert job.returncode == 0, job.stderr
+    array = job.stdout.strip().split(";")[0]
+    claims = out / ".kfold" / "claims"
+    victim = None
+    end = time.time() + 600
+    while time.time() < end and victim is None:
+        for c in claims.glob("train__*") if claims.exists() else []:
+            holder = c.read_text(errors="replace")
+            if "shard=1/2" in holder:
+                victim = c.name.replace("__", "/")
+        time.sleep(0.2)
+    assert victim is not None, "task 1 never claimed a training job"
+    subprocess.run(["scancel", "--signal=KILL", f"{array}_1"], env=slurm["env"], check=True)
+    end = time.time() + 600
+    from engines import slurm_jobs
+
+    while time.time() < end and any(line.startswith(f"{array}_1") for line in slurm_jobs(slurm["env"])):
+        time.sleep(0.5)
+    proc = _sbatch(slurm, exp, tmp_path)  # the array again; it waits for the first one's task 0 as well
+    end = time.time() + 600
+    while time.time() < end and slurm_jobs(slurm["env"]):
+        time.sleep(0.5)
+    assert (out / "summary.json").exists(), proc.stderr + "\n".join(
+        p.read_text()[-1500:] for p in tmp_path.glob("slurm-*.out"))
+    rows = _log(out)
+    ended = Counter(r[4] for r in rows if r[3] == "END" and r[5].startswith("exit 0"))
+    assert ended[victim] == 1 and set(ended.values()) == {1}, (victim, ended)  # the dead task's job, finished once
+    for rel in SAME:
+        assert (out / rel).read_bytes() == (single / rel).read_bytes(), rel

@@ -85,7 +85,7 @@ def test_an_issues_file_for_another_dataset_is_refused(tmp_path, capsys):
                                                    "suggested_category_id": 1}])
     code, _, err = run_cli(conv.main, conv.get_args_parser(), [gt, "--out", tmp_path / "ds", "--drop-annotations",
                                                                other], capsys)
-    assert code == 2 and "made for another one" in err and len(err.strip().splitlines()) == 1
+    assert code == 2 and "made for another dataset" in err and len(err.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize("preds, match", [([{"image_id": 77, "category_id": 0, "bbox": [1, 1, 2, 2], "score": 1}],
@@ -126,7 +126,15 @@ def test_scores_follow_the_documented_formula():
     missing = [i for i in issues.values() if i["kind"] == "missing"]
     assert len(missing) == 1 and missing[0]["score"] == pytest.approx(0.9)
     assert missing[0]["bbox"] == [300.0, 300.0, 60.0, 60.0]
-    assert list(li.find_issues(gt, dets, high=0.25, low=0.25)[0].values())[0] == "bad_box"  # ranked first
+    assert li.find_issues(gt, dets, high=0.25, low=0.25)[0]["kind"] == "bad_box"  # ranked first
+    # each issue carries its fix: the explaining prediction's box, the missing box and its class; ids are stable
+    assert issues[("bad_box", 11)]["suggested_bbox"] == [250.0, 0.0, 100.0, 100.0]
+    assert issues[("wrong_class", 10)]["suggested_bbox"] is None and issues[("no_object", 12)]["suggested_bbox"] is None
+    assert missing[0]["suggested_bbox"] == missing[0]["bbox"] and missing[0]["suggested_category_id"] == 0
+    assert issues[("bad_box", 11)]["id"] == "bad_box/11" and missing[0]["id"].startswith("missing/1/")
+    again = li.find_issues(gt, dets, high=0.25, low=0.25)
+    assert [i["id"] for i in again] == [i["id"] for i in li.find_issues(gt, dets, high=0.25, low=0.25)]
+    assert len({i["id"] for i in again}) == len(again)
     # with --low-conf above the other explanations, ann 11 has no explanation left: no_object
     relabelled = {(i["kind"], i["annotation_id"]) for i in li.find_issues(gt, dets, high=0.25, low=0.75)}
     assert ("no_object", 11) in relabelled and ("no_object", 10) in relabelled

@@ -17,7 +17,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "coco2yolo"
 SHARED = {"errors", "cli", "fileio", "boxes", "images", "cocodata", "results", "sidecar", "ultra", "heap"}
 # the stages in pipeline order: a stage may use an earlier one (fusion scores with evaluation), never a later one
 STAGES = {"dataset": 1, "checkpoint": 1, "training": 2, "inference": 3, "export": 3, "evaluation": 3, "fusion": 4,
-          "submission": 4, "label_issues": 4, "browse": 4}
+          "submission": 4, "label_issues": 4, "browse": 4, "review": 4}
 TOP = {"kfold", "api", "commands", "demo", "sample", "__main__"}
 
 

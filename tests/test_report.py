@@ -122,7 +122,9 @@ def test_bad_inputs_are_one_line(tmp_path, capsys, what, match):
 def _browser():
     chromium, driver = shutil.which("chromium") or shutil.which("chromium-browser"), shutil.which("chromedriver")
     if not chromium or not driver:
-        pytest.skip("headless Chromium is not installed here (.ci/run installs Debian's chromium and chromium-driver)")
+        from helpers import unavailable
+
+        unavailable("headless Chromium is not installed here (.ci/run installs Debian's chromium and chromium-driver)")
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 

@@ -27,10 +27,10 @@ import numpy as np
 
 from coco2yolo.boxes import clip_xywh, xywh_to_xyxy
 from coco2yolo.cocodata import CategoryMap
+from coco2yolo.dataset.issues import ISSUE_KINDS, issues_for  # noqa: F401 - the kinds the label_issues rule drops
 from coco2yolo.errors import UserError
 
 RULES = ("clip", "min_size", "duplicate", "aspect", "large", "label_issues")
-ISSUE_KINDS = ("wrong_class", "no_object", "missing", "bad_box")  # what python -m coco2yolo.label_issues finds
 
 
 @dataclass
@@ -176,30 +176,8 @@ def summary_line(report: dict[str, Any]) -> str:
                else ""))
 
 
-def load_issue_rows(path: str | Path) -> list[dict[str, Any]]:
-    """The rows of an issues file of ``python -m coco2yolo.label_issues``, each a mapping with a known kind."""
-    from coco2yolo.fileio import load_json
-
-    doc = load_json(path, "label issues")
-    rows = doc.get("issues") if isinstance(doc, dict) else doc
-    if not isinstance(rows, list):
-        raise UserError(f"{path}: expected the list written by python -m coco2yolo.label_issues")
-    for i, r in enumerate(rows):
-        if not isinstance(r, dict) or r.get("kind") not in ISSUE_KINDS:
-            raise UserError(f"{path}: issue {i}: 'kind' must be one of {', '.join(ISSUE_KINDS)}")
-    return rows
-
-
 def read_issues(path: str | Path, data: dict[str, Any], kinds: list[str]) -> tuple[set[int], dict[int, str]]:
     """The annotation ids to drop from an issues file, checked against the dataset (id -> kind)."""
-    by_id = {a["id"]: a for a in data["annotations"]}
-    out: dict[int, str] = {}
-    for i, r in enumerate(load_issue_rows(path)):
-        if r["kind"] not in kinds or r.get("annotation_id") is None:
-            continue
-        a = by_id.get(r["annotation_id"])
-        if a is None or a["image_id"] != r.get("image_id"):
-            raise UserError(f"{path}: issue {i}: annotation {r['annotation_id']} (image {r.get('image_id')}) is not in "
-                            "this dataset; the issues file was made for another one")
-        out[r["annotation_id"]] = r["kind"]
+    out = {r["annotation_id"]: r["kind"] for r in issues_for(path, data)
+           if r["kind"] in kinds and r["annotation_id"] is not None}
     return set(out), out

@@ -77,7 +77,12 @@ def main(args: argparse.Namespace) -> int:
         make_dirs(exp.out)
         if not os.access(exp.out, os.W_OK):
             raise UserError(f"{args.experiment}: out {exp.out} is not writable")
-        write_text(exp.out / "experiment.yaml", exp.path.read_text(encoding="utf-8"))
+        text = exp.path.read_text(encoding="utf-8")
+        if exp.search is not None:  # the copy never holds the storage's password
+            from coco2yolo.training.storage import scrub
+
+            text = scrub(text, exp.search.storage)
+        write_text(exp.out / "experiment.yaml", text)
     if exp.search is not None and args.only in (None, "search", "convert") and not args.dry_run:
         _run_search(exp, devices, build(exp, internal), shard, shards, args.only)
         if args.only == "search":

@@ -297,7 +297,9 @@ def _search(doc: dict[str, Any], source: str, out: Path, folds: int) -> Search |
         raise UserError(f"{where}: storage must be a path (SQLite) or a database URL, got {short(storage)}")
     if "://" not in storage:
         storage = f"sqlite:///{Path(storage).absolute()}"
-    check_storage(storage, f"{where}: storage")
+    from coco2yolo.training import storage as storages
+
+    storages.check(storage, f"{where}: storage")
     study = s.get("study", "search")
     if not isinstance(study, str) or not NAME.fullmatch(study):
         raise UserError(f"{where}: study must be a name (letters, digits, '_', '-', '.'), got {short(study)}")
@@ -310,46 +312,6 @@ def _search(doc: dict[str, Any], source: str, out: Path, folds: int) -> Search |
     budget = _hours(s["budget"], f"{where}: budget") if s.get("budget") is not None else None
     return Search(base=dict(base), space=dict(space), trials=trials, budget_hours=budget, fold=fold, pruner=pruner,
                   storage=storage, study=study, seed=seed, min_resource=min_resource)
-
-
-STORAGE_DIALECTS = {"sqlite": None, "postgresql": "coco2yolo[postgres]", "mysql": "pymysql"}
-
-
-def masked(url: str) -> str:
-    """A storage URL as it may be shown: its password replaced by ***."""
-    try:
-        from sqlalchemy.engine import make_url
-
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001 - a URL that does not parse shows no more than its scheme
-        return url.split("://", 1)[0] + "://***" if "://" in url else "***"
-
-
-def check_storage(url: str, where: str) -> None:
-    """One line unless ``url`` is a database URL Optuna's RDB storage can open with an installed driver
-    (the message never shows its password)."""
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
-
-    try:
-        u = make_url(url)
-    except (ArgumentError, ValueError, TypeError):
-        raise UserError(f"{where} {masked(url)} is not a database URL (sqlite:///PATH, postgresql://USER:PASSWORD@HOST"
-                        "/DB, or a path for SQLite)") from None
-    dialect = u.get_backend_name()
-    if dialect not in STORAGE_DIALECTS:
-        raise UserError(f"{where} {masked(url)}: database {dialect!r} is not one Optuna stores studies in (allowed: "
-                        f"{', '.join(STORAGE_DIALECTS)})")
-    if u.port is not None and not 0 < u.port < 65536:
-        raise UserError(f"{where} {masked(url)}: port {u.port} is not a port (1 to 65535)")
-    if dialect == "sqlite" and not u.database:
-        raise UserError(f"{where} {masked(url)}: SQLite needs a file (sqlite:///PATH): a study in memory is lost at "
-                        "exit and no other process sees it")
-    try:
-        u.get_dialect().import_dbapi()
-    except (NoSuchModuleError, ImportError, AttributeError):
-        raise UserError(f"{where} {masked(url)}: the driver for {u.drivername} is not installed (pip install "
-                        f"'{STORAGE_DIALECTS[dialect]}')") from None
 
 
 def best_entry(exp: Experiment) -> dict[str, Any] | None:

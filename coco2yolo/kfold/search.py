@@ -36,6 +36,8 @@ from coco2yolo.errors import UserError
 from coco2yolo.fileio import make_dirs, write_text
 from coco2yolo.kfold.experiment import SEARCH_BEST, Experiment, Search, check_entry
 from coco2yolo.training.budget import quiet_optuna as _quiet_optuna
+from coco2yolo.training.storage import ENV as STORAGE_ENV
+from coco2yolo.training.storage import masked
 
 HEARTBEAT = 20      # seconds between heartbeats of a running trial
 MAX_FAILED_IN_A_ROW = 3
@@ -54,17 +56,13 @@ def _retry_callback() -> Any:
 def storage_of(search: Search) -> Any:
     from optuna.storages import RDBStorage
 
+    from coco2yolo.training.storage import open_storage
+
     _quiet_optuna()
-    if search.storage.startswith("sqlite:///"):
-        make_dirs(Path(search.storage[len("sqlite:///"):]).parent)
     stale = "heartbeat_stale_trial_callback" if "heartbeat_stale_trial_callback" in \
         RDBStorage.__init__.__code__.co_varnames else "failed_trial_callback"
-    try:
-        return RDBStorage(search.storage, heartbeat_interval=HEARTBEAT, grace_period=GRACE,
-                          engine_kwargs={"connect_args": {"timeout": 60}} if search.storage.startswith("sqlite") else None,
-                          **{stale: _retry_callback()})
-    except Exception as err:  # noqa: BLE001 - a wrong URL, a missing driver, an unreachable server
-        raise UserError(f"search.storage {search.storage}: cannot open it ({' '.join(str(err).split())[:160]})") from None
+    return open_storage(search.storage, heartbeat_interval=HEARTBEAT, grace_period=GRACE,
+                        **{stale: _retry_callback()})
 
 
 def study_of(search: Search, storage: Any) -> Any:
@@ -165,7 +163,7 @@ class SearchRun:
             args = _replace_flag(args, "--time", f"{hours:.6f}")
         return [*script_command("train"), "--data", str(self.data), *args, "--name", f"search_t{number}",
                 "--weights-dir", str(self.out_dir / "weights"), "--exist-ok", "--device", device,
-                "--trial", str(number), "--study", self.search.study, "--storage", self.search.storage]
+                "--trial", str(number), "--study", self.search.study, "--storage", f"env:{STORAGE_ENV}"]
 
     def _heartbeat(self, trial_id: int, stop: threading.Event) -> None:
         while not stop.wait(HEARTBEAT):
@@ -206,7 +204,8 @@ class SearchRun:
                 from coco2yolo.kfold.plan import env_for
                 from coco2yolo.kfold.runner import _die_with_parent
 
-                proc = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, env=env_for(self.exp),
+                proc = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT,  # the URL by the environment:
+                                        env={**env_for(self.exp), STORAGE_ENV: self.search.storage},  # never shown
                                         start_new_session=True, preexec_fn=_die_with_parent)
                 left = self.left()
                 timeout = None if left is None or entry.get("time") is not None else max(left, 60) + 60
@@ -270,7 +269,7 @@ class SearchRun:
         """Run trials until the search is done (one worker per device); return the best entry."""
         make_dirs(self.out_dir)
         left = self.left()
-        self._say(f"search: study {self.search.study} in {self.search.storage}: {_finished(self.study)} of "
+        self._say(f"search: study {self.search.study} in {masked(self.search.storage)}: {_finished(self.study)} of "
                   f"{self.search.trials} trials done" + (f", {left / 60:.0f} min of its budget left" if left is not None
                                                          else ""))
         errors: list[BaseException] = []

@@ -65,13 +65,17 @@ class TrialReporter:
     def __init__(self, storage: str, study: str, number: int):
         import optuna
 
+        from coco2yolo.errors import UserError
+        from coco2yolo.training.storage import masked, open_storage
+
         quiet_optuna()
-        self.study = optuna.load_study(study_name=study, storage=storage)
+        try:
+            self.study = optuna.load_study(study_name=study, storage=open_storage(storage))
+        except KeyError:
+            raise UserError(f"--study {study}: no such study in {masked(storage)}") from None
         trial_id = next((t._trial_id for t in self.study.get_trials(deepcopy=False) if t.number == number), None)
         if trial_id is None:
-            from coco2yolo.errors import UserError
-
-            raise UserError(f"--trial {number}: no such trial in study {study!r} of {storage}")
+            raise UserError(f"--trial {number}: no such trial in study {study!r} of {masked(storage)}")
         self.trial = optuna.Trial(self.study, trial_id)
         self.pruned = False
         self.best = float("-inf")

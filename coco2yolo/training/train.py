@@ -437,7 +437,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     s.add_argument("--trial", type=cli.NONNEG_INT, default=None, metavar="N",
                    help="report each epoch's validation mAP50 to trial N of --study and stop when it is pruned")
     s.add_argument("--study", default=None, help="the Optuna study's name")
-    s.add_argument("--storage", default=None, help="the Optuna storage URL (sqlite:///OUT/search.db, postgresql://...)")
+    s.add_argument("--storage", default=None, help="the Optuna storage URL (sqlite:///OUT/search.db, postgresql://...), "
+                   "or env:NAME for the URL in environment variable NAME (the search passes it so, keeping a password "
+                   "off the command line)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="any other Ultralytics train argument, e.g. --set cos_lr=true (repeatable)")
     config.add_config_flags(p, config.defaults())
@@ -458,6 +460,8 @@ def main(args: argparse.Namespace) -> int:
             raise UserError("--trial, --study and --storage go together (the recipe search sets them)")
         from coco2yolo.training.budget import TrialReporter
 
-        reporter = TrialReporter(args.storage, args.study, args.trial)
+        from coco2yolo.training.storage import from_argument
+
+        reporter = TrialReporter(from_argument(args.storage), args.study, args.trial)
     run(cfg, extra, reporter, started)
     return 0
