@@ -14,9 +14,20 @@ done, so the hours of training survive an interruption):
 - ``folds``: the found recipe trained on 3 folds of the 600 photos, 6 min 40 s each (20 minutes in all),
   and their test predictions fused as the k-fold run fuses them; ``both``: those and ``found`` fused.
 
+Issue 24's steps (each run alone on the machine; 20 minutes of CPU each unless said):
+
+- ``fixed_320``, ``fixed_416``, ``fixed_640``: the ordinary schedule (batch 16, SGD lr0 0.01, mosaic, warm-up 3) at a
+  fixed size, ``--no-plan`` (Ultralytics' meaning of ``time``: the epochs only); ``defaults_1024``: the same at
+  today's default size; ``recipe``: the recipe the earlier 40-minute search chose (416 px, batch 32, lr0 0.0044, no
+  mosaic, freeze 10, warm-up 1);
+- ``fit``: the plan's rule (``coco2yolo/cfg/epochs_needed.yaml``) fitted to the fixed runs' validation curves (the 60
+  validation photos; never the held-out ones) and to their measured epoch times against a probe of each size;
+- ``plan``: plain ``--time 20m``: the plan chooses; ``plan_60m``: plain ``--time 1h``; ``search_60m``:
+  ``--time 1h --search`` (a third to the search, the rest to the final model).
+
 Then every model predicts the 400 held-out photos and evaluate.py scores them with paired differences.
 
-    python bench/bench_budget.py [--steps defaults_1024 defaults_640 search found folds] [--budget 20m]
+    python bench/bench_budget.py --steps fixed_320 fixed_416 fixed_640 defaults_1024 recipe fit plan plan_60m search_60m
 """
 
 from __future__ import annotations
@@ -135,10 +146,64 @@ def entry_flags(entry: dict) -> list[str]:
     return flags(own, "best.yaml", train_mod.get_args_parser()) + extra
 
 
+def fit_rule(sidecars: list[Path], paths: dict[str, Path]) -> None:
+    """The plan's rule from the fixed runs (bench docstring): ``epochs_needed`` is the latest epoch, among the runs
+    whose validation mAP50 levelled off (their last quarter of epochs added less than 5% of their best), at which
+    the running best first came within 5% of the run's best; ``overhead`` the median ratio of a run's measured
+    seconds per epoch to the probe's projection (data loading, augmentation, validation)."""
+    import yaml
+
+    sys.path.insert(0, str(ROOT))
+    from coco2yolo.training.plan import RULE_FILE, VAL_SHARE, probe
+
+    runs, reached, ratios = [], [], []
+    for side_path in sidecars:
+        if not side_path.exists():
+            continue
+        side = json.loads(side_path.read_text())
+        curve = [v if v is not None else 0.0 for v in side.get("val_mAP50_by_epoch") or []]
+        if not curve:
+            continue
+        best, running, at = max(curve), 0.0, None
+        for k, v in enumerate(curve, 1):
+            running = max(running, v)
+            if at is None and running >= 0.95 * best:
+                at = k
+        quarter = max(1, len(curve) // 4)
+        levelled = best > 0 and max(curve[-quarter:]) - max(curve[:-quarter] or [0.0]) < 0.05 * best
+        imgsz, batch = int(side["imgsz"]), int(side["config"]["batch"])
+        per_image = probe("yolov5nu.yaml", str(SHARED / "weights" / "yolov5n.pt"), imgsz, batch, "cpu")
+        n_train = sum(1 for _ in (paths["final"] / "images" / "train").iterdir())
+        n_val = sum(1 for _ in (paths["final"] / "images" / "val").iterdir())
+        ratio = side["seconds_per_epoch"] / (per_image * (n_train + VAL_SHARE * n_val))
+        ratios.append(ratio)
+        if levelled:
+            reached.append(at)
+        runs.append({"name": side_path.stem, "imgsz": imgsz, "batch": batch, "epochs": side["epochs_done"],
+                     "train_images": n_train, "val_images": n_val, "seconds_per_epoch": round(side["seconds_per_epoch"], 2),
+                     "probe_seconds_per_image": round(per_image, 5), "overhead": round(ratio, 3), "levelled": levelled,
+                     "reached_at": at, "val_mAP50_by_epoch": [round(v, 4) for v in curve]})
+    if not reached:
+        sys.exit("fit: no fixed run levelled off; run longer budgets or smaller sizes first")
+    ratios.sort()
+    doc = {"epochs_needed": max(reached), "overhead": round(ratios[len(ratios) // 2], 3),
+           "fitted_on": f"bench/bench_budget.py --steps fit, {time.strftime('%Y-%m-%d')}, TrashNet 540/60 photos, CPU",
+           "runs": runs}
+    RULE_FILE.write_text(
+        "# The plan's rule (coco2yolo/training/plan.py), fitted by bench/bench_budget.py --steps fit to the validation\n"
+        "# curves of fixed-size 20-minute CPU runs (TrashNet, 540 training / 60 validation photos; the 400 held-out\n"
+        "# photos never enter). epochs_needed: among the runs whose validation mAP50 levelled off (the last quarter of\n"
+        "# their epochs added less than 5% of their best), the latest epoch at which the running best first came within\n"
+        "# 5% of the run's best. overhead: the median ratio of a run's measured seconds per epoch to the probe's\n"
+        "# projection (data loading, augmentation, validation).\n" + yaml.safe_dump(doc, sort_keys=False, width=120))
+    print(f"fit: epochs_needed {doc['epochs_needed']}, overhead {doc['overhead']} -> {RULE_FILE}", flush=True)
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--steps", nargs="+",
-                   default=["defaults_1024", "defaults_640", "search", "found", "folds", "defaults_640_60m"])
+                   default=["fixed_320", "fixed_416", "fixed_640", "defaults_1024", "recipe", "fit", "plan", "plan_60m",
+                            "search_60m"])
     p.add_argument("--budget", default="20m", help="training budget of each final model")
     p.add_argument("--search-budget", default="40m")
     p.add_argument("--train", type=int, default=600)
@@ -157,8 +222,25 @@ def main() -> None:
     legacy = need(SHARED / "weights" / "yolov5n.pt")
     paths = prepare(args.train, args.test, args.seed)
     models: dict[str, Path] = {}
+    fixed = ["--weights", legacy, "--time", args.budget, "--no-plan", "--no-plots"]
+    for size in (320, 416, 640):
+        if f"fixed_{size}" in args.steps:
+            models[f"fixed_{size}"] = train(f"fixed_{size}", [*fixed, "--imgsz", str(size)], paths)
     if "defaults_1024" in args.steps:
-        models["defaults_1024"] = train("defaults_1024", ["--weights", legacy, "--time", args.budget], paths)
+        models["defaults_1024"] = train("defaults_1024", [*fixed, "--imgsz", "1024"], paths)
+    if "recipe" in args.steps:
+        models["recipe"] = train("recipe", [*fixed, "--imgsz", "416", "--batch", "32", "--lr0", "0.0044", "--no-mosaic",
+                                            "--warmup-epochs", "1", "--set", "freeze=10"], paths)
+    if "fit" in args.steps:
+        fit_rule([WORK / "weights" / f"{n}.json" for n in ("fixed_320", "fixed_416", "fixed_640", "defaults_1024")],
+                 paths)
+    if "plan" in args.steps:
+        models["plan"] = train("plan", ["--weights", legacy, "--time", args.budget, "--no-plots"], paths)
+    if "plan_60m" in args.steps:
+        models["plan_60m"] = train("plan_60m", ["--weights", legacy, "--time", "60m", "--no-plots"], paths)
+    if "search_60m" in args.steps:
+        models["search_60m"] = train("search_60m", ["--weights", legacy, "--time", "60m", "--search", "--no-plots"],
+                                     paths)
     if "defaults_640" in args.steps:
         models["defaults_640"] = train("defaults_640", ["--weights", legacy, "--time", args.budget, "--imgsz", "640"],
                                        paths)
@@ -203,6 +285,11 @@ def main() -> None:
         result["runs"][name]["recipe"] = {k: side["config"].get(k) for k in ("imgsz", "lr0", "optimizer", "mosaic",
                                                                              "batch", "warmup_epochs", "workers")}
         result["runs"][name]["recipe"].update(side.get("extra_ultralytics_args") or {})
+        if side.get("plan"):
+            result["runs"][name]["plan"] = side["plan"]
+        if side.get("search"):
+            result["runs"][name]["search"] = side["search"]
+        result["runs"][name]["val_mAP50_by_epoch"] = side.get("val_mAP50_by_epoch")
     for name in ("folds", "both"):
         if name in preds:
             result["runs"][name] = {}
@@ -215,13 +302,25 @@ def main() -> None:
                             "pruned": sum(t["state"] == "pruned" for t in trials),
                             "device_seconds": sum(float(t["seconds"]) for t in trials),
                             "best": found_entry()}
-    metrics = WORK / "metrics.json"
-    run([PY, "evaluate.py", "--gt", paths["test"], *map(str, preds.values()), "--json", metrics], "evaluate.log")
-    m = json.loads(metrics.read_text())
-    for name, f in zip(preds, m["files"]):
-        result["runs"][name].update(mAP50=f["mAP50"], mAP50_ci95=f["mAP50_ci95"])
-    result["differences"] = [{**d, "a": Path(d["a"]).stem, "b": Path(d["b"]).stem} for d in m["differences"]]
-    result["test_images"] = m["images"]
+    # each group led by its reference: differences are (other - reference), paired over the held-out photos
+    groups = {"20m": ["plan"] + [n for n in preds if n not in ("plan", "plan_60m", "search_60m")],
+              "60m": ["plan_60m", "search_60m"]}
+    groups = {k: [n for n in v if n in preds] for k, v in groups.items()}
+    if not groups["20m"] or groups["20m"][0] != "plan":
+        groups = {"all": list(preds)}
+    result["differences"] = {}
+    for group, names in groups.items():
+        if not names:
+            continue
+        metrics = WORK / f"metrics_{group}.json"
+        run([PY, "evaluate.py", "--gt", paths["test"], *[str(preds[n]) for n in names], "--json", metrics],
+            f"evaluate_{group}.log")
+        m = json.loads(metrics.read_text())
+        for name, f in zip(names, m["files"]):
+            result["runs"].setdefault(name, {}).update(mAP50=f["mAP50"], mAP50_ci95=f["mAP50_ci95"])
+        result["differences"][group] = [{"reference": names[0], "other": n, "other_minus_reference": d["delta_mAP50"],
+                                         "ci95": d.get("ci95")} for n, d in zip(names[1:], m["differences"])]
+        result["test_images"] = m["images"]
     record("budget", result)
 
 

@@ -77,7 +77,8 @@ def train(data: PathLike, model: str | None = None, **options: Any) -> dict[str,
     if bad:
         raise UserError(f"train(): unknown option {bad[0]!r}; use the keys of {config.DEFAULTS_FILE.name} or "
                         "Ultralytics train arguments")
-    sidecar = run(cfg, config.check_ultralytics_values(extra, "train()") if extra else {})
+    sidecar = run(cfg, config.check_ultralytics_values(extra, "train()") if extra else {},
+                  given=set(options) | ({"model"} if model is not None else set()))
     return {**sidecar, "weights": str(Path(cfg["weights_dir"]) / f"{sidecar['config']['name']}.pt")}
 
 

@@ -17,7 +17,7 @@ from coco2yolo import __version__, cli
 # subcommand -> (module, what it does)
 SUBCOMMANDS = {
     "convert": ("coco2yolo.dataset.convert", "COCO -> cleaned, split YOLO dataset (python -m coco2yolo)"),
-    "train": ("coco2yolo.training.train", "train a YOLO detector (train_yolo.py)"),
+    "train": ("coco2yolo.kfold.solo", "train a YOLO detector (train_yolo.py; --time plans it, --search searches too)"),
     "predict": ("coco2yolo.inference", "COCO results with the original ids (infer.py)"),
     "fuse": ("coco2yolo.fusion.ensemble", "fuse several models' results, or tune the fusion (ensemble.py)"),
     "evaluate": ("coco2yolo.evaluation.command", "mAP50 with intervals and paired differences (evaluate.py)"),

@@ -47,6 +47,12 @@ class Detections:
     def select(self, mask: np.ndarray) -> Detections:
         return Detections(self.image_id[mask], self.category_id[mask], self.xywh[mask], self.score[mask])
 
+    def concat(self, other: Detections) -> Detections:
+        """These rows, then ``other``'s."""
+        return Detections(np.concatenate([self.image_id, other.image_id]),
+                          np.concatenate([self.category_id, other.category_id]),
+                          np.concatenate([self.xywh, other.xywh]), np.concatenate([self.score, other.score]))
+
 
 def image_positions(image_id: np.ndarray, image_ids: list[int]) -> tuple[np.ndarray, np.ndarray]:
     """Position of each row's image in ``image_ids``, and whether it is there at all (position 0 if not)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -15,7 +16,7 @@ import yaml
 from coco2yolo import cli
 from coco2yolo.kfold import __main__ as kfold
 from coco2yolo.training import config, train
-from conftest import ROOT, run_cli, train_tiny
+from conftest import ROOT, run_cli, train_tiny, write_json
 
 
 def _one_line(code, err, match=None):
@@ -165,6 +166,14 @@ def test_a_killed_search_resumes_and_two_processes_never_run_one_trial(sample, t
     study = optuna.load_study(study_name="search", storage=f"sqlite:///{tmp_path / 'exp' / 'search.db'}")
     states = [t.state.name for t in study.trials]
     assert states.count("COMPLETE") >= 4 and "RUNNING" not in states, states
+    # the baseline raced (never pruned), the leaders checked on another fold, the decision recorded
+    rows = list(csv.DictReader((tmp_path / "exp" / "search" / "trials.csv").open()))
+    assert [r["role"] for r in rows].count("baseline") == 1 and rows[0]["role"] == "baseline", rows
+    best = yaml.safe_load((tmp_path / "exp" / "search" / "best.yaml").read_text())
+    d = best["search"]
+    assert isinstance(d["beats_baseline"], bool) and d["check_folds"] == [1] and len(d["leaders"]) == 2
+    assert d["kept"] == "baseline" or (d["beats_baseline"] and d["ci95"][0] > 0)
+    assert all(len(r["ci95"]) == 2 for r in d["leaders"]) and d["check_images"] > 0
 
 
 # --- the search on a real PostgreSQL server -------------------------------------------------------------
@@ -289,3 +298,148 @@ def test_a_search_whose_trials_keep_failing_stops_in_one_line(sample, tmp_path, 
     code, out, err = run_cli(kfold.main, kfold.get_args_parser(), [exp, "--only", "search", "--devices", "cpu"], capsys)
     _one_line(code, err, "3 trials in a row failed")
     assert out.count("failed (exit 2)") == 3 and "cannot read weights" in err
+
+
+# --- the plan of a time budget ------------------------------------------------------------------------------
+
+def test_the_plan_takes_the_largest_size_that_reaches_the_epochs_needed():
+    from coco2yolo.training.plan import Candidate, choose
+
+    cands = [Candidate(320, 0, 16, 30.0, 38), Candidate(416, 0, 16, 50.0, 23), Candidate(640, 0, 16, 120.0, 9),
+             Candidate(320, 10, 16, 22.0, 52)]
+    best, why = choose(cands, 20)
+    assert (best.imgsz, best.freeze) == (416, 0) and "largest image size that reaches 20 epochs" in why
+    best, why = choose(cands, 30)
+    assert (best.imgsz, best.freeze) == (320, 0)
+    best, why = choose(cands, 45)  # no unfrozen size converges: the frozen backbone
+    assert (best.imgsz, best.freeze) == (320, 10) and "frozen" in why
+    best, why = choose(cands, 100)  # nothing reaches it: the most epochs
+    assert best.epochs == 52 and "no candidate reaches" in why
+    assert choose([Candidate(320, 0, 16, note="cannot probe")], 20)[0] is None
+
+
+def test_the_rule_file_is_fitted_to_measured_runs():
+    from coco2yolo.training.plan import rule
+
+    r = rule()
+    assert 5 <= r["epochs_needed"] <= 200 and 1.0 <= r["overhead"] <= 5.0
+    assert r["runs"], "the rule's data: the measured runs it was fitted to"
+    for run in r["runs"]:
+        assert {"imgsz", "epochs", "val_mAP50_by_epoch", "reached_at"} <= set(run)
+
+
+def test_a_timed_run_plans_the_image_size_and_records_it(sample, tmp_path, capsys):
+    """No --imgsz with --time: sizes from 256 up to the photos' own (320 here) are probed on this machine, the
+    choice is printed as one block, trained, and recorded in the sidecar; --imgsz or --no-plan keep the size."""
+    from coco2yolo.dataset.convert import ConvertOptions, convert
+    from coco2yolo.sample import make_sample
+
+    big = make_sample(tmp_path / "s", n_train=24, n_test=2, size=320, seed=2)
+    convert(big, tmp_path / "ds", ConvertOptions(val_fraction=0.25, seed=0))
+    code, out, err = run_cli(train.main, train.get_args_parser(),
+                             ["--data", tmp_path / "ds" / "data.yaml", "--model", "yolov5nu.yaml", "--time", "45s",
+                              "--batch", "8", "--device", "cpu", "--workers", "0", "--no-plots", "--name", "planned",
+                              "--weights-dir", tmp_path / "w"], capsys)
+    assert code == 0, err
+    block = out[out.index("plan for a 45 s budget"):].split("\n")
+    assert "kept as you gave: batch" in out and "<- chosen" in out
+    side = json.loads((tmp_path / "w" / "planned.json").read_text())
+    plan = side["plan"]
+    sizes = [c["imgsz"] for c in plan["candidates"]]
+    assert sizes[:2] == [256, 320] and all(c["batch"] == 8 for c in plan["candidates"])
+    assert plan["chosen"]["imgsz"] in sizes and side["imgsz"] == plan["chosen"]["imgsz"] == side["config"]["imgsz"]
+    assert plan["candidates"][0]["seconds_per_epoch"] > 0 and plan["epochs_needed"] >= 5 and block
+    assert plan["probe_seconds"] < 45 and side["command_seconds"] <= 45 + side["seconds_per_epoch"] + 10
+    # the size given, or --no-plan: no plan
+    from coco2yolo.training import config as cfgmod
+
+    base = {**cfgmod.defaults(), "data": str(tmp_path / "ds" / "data.yaml"), "model": "yolov5nu.yaml", "time": 15 / 3600,
+            "imgsz": 64, "batch": 8, "device": "cpu", "workers": 0, "plots": False, "name": "unplanned",
+            "weights_dir": str(tmp_path / "w"), "plan": False}
+    side = train.run(base, {}, given={"data", "model", "time", "batch"})
+    assert side["plan"] is None and side["config"]["imgsz"] == 64
+
+
+def test_an_experiment_entry_with_a_budget_is_planned_once_for_all_its_jobs(sample, tmp_path, capsys):
+    exp = _experiment(tmp_path, sample, models=[{"name": "a", "model": "yolov5nu.yaml", "time": "2m", "batch": 8,
+                                                 "workers": 0}])
+    code, out, err = run_cli(kfold.main, kfold.get_args_parser(), [exp, "--dry-run", "--devices", "cpu"], capsys)
+    assert code == 0, err
+    assert "[plan] a: plan for a 2 min budget" in out
+    trains = [ln for ln in out.splitlines() if "train_yolo.py" in ln]
+    sizes = {ln.split("--imgsz ")[1].split()[0] for ln in trains}
+    assert len(trains) >= 2 and len(sizes) == 1 and all("--no-plan" in ln for ln in trains)  # folds and refit alike
+
+
+# --- a search that cannot make things worse -----------------------------------------------------------------
+
+def test_a_budgeted_search_fits_eight_trials_and_its_check():
+    from coco2yolo.kfold.experiment import Search
+    from coco2yolo.kfold.search import MIN_TRIALS, OVERHEAD, PRUNED_SHARE, check_seconds, trial_seconds
+
+    s = Search(base={}, space={}, trials=100, budget_hours=20 / 60, fold=0, pruner="hyperband", storage="sqlite:///x",
+               study="s", seed=0, min_resource=None, leaders=2, confirm_folds=1)
+    r = trial_seconds(s)
+    race = 1200 - check_seconds(s)
+    assert r >= 60 and race >= (1 + MIN_TRIALS * PRUNED_SHARE) * r + (1 + MIN_TRIALS) * OVERHEAD - 1
+    assert check_seconds(s) == pytest.approx(3 * (r + OVERHEAD))
+
+
+def test_a_leader_replaces_the_baseline_only_beyond_noise(tmp_path):
+    """Paired over the check folds' photos: a leader that finds every object beats a baseline that finds half;
+    a leader that finds the same objects does not."""
+    from coco2yolo.evaluation.metrics import interval
+    from coco2yolo.kfold.search import paired_scores
+
+    gts, preds = [], {"baseline": [], "better": [], "same": []}
+    for f in range(2):
+        images = [{"id": 100 * f + i, "file_name": f"{i}.jpg", "width": 100, "height": 100} for i in range(30)]
+        anns = [{"id": 100 * f + i, "image_id": im["id"], "category_id": 0, "bbox": [10, 10, 40, 40], "iscrowd": 0}
+                for i, im in enumerate(images)]
+        gts.append(write_json(tmp_path / f"val{f}.json", {"images": images, "annotations": anns,
+                                                             "categories": [{"id": 0, "name": "a"}]}))
+        box = lambda im, s: {"image_id": im["id"], "category_id": 0, "bbox": [11, 11, 40, 40], "score": s}  # noqa
+        preds["baseline"].append(write_json(tmp_path / f"b{f}.json", [box(im, 0.9) for im in images[::2]]))
+        preds["better"].append(write_json(tmp_path / f"g{f}.json", [box(im, 0.9) for im in images]))
+        preds["same"].append(write_json(tmp_path / f"s{f}.json", [box(im, 0.8) for im in images[::2]]))
+    s = paired_scores(gts, preds, tmp_path)
+    assert s["baseline"]["images"] == 60
+    assert interval(s["better"]["boot"] - s["baseline"]["boot"])[0] > 0
+    lo, hi = interval(s["same"]["boot"] - s["baseline"]["boot"])
+    assert lo <= 0 <= hi
+
+
+def test_train_yolo_search_divides_one_budget_and_records_the_decision(tmp_path):
+    from coco2yolo.dataset.convert import ConvertOptions, convert
+    from coco2yolo.sample import make_sample
+
+    s = make_sample(tmp_path / "s", n_train=48, n_test=2, size=96, seed=1)
+    convert(s, tmp_path / "ds", ConvertOptions(val_fraction=0.25, seed=0))
+    env = {**os.environ, "COCO2YOLO_OFFLINE": "1", "COCO2YOLO_RUNS": str(tmp_path / "runs")}
+    r = subprocess.run([sys.executable, "train_yolo.py", "--data", str(tmp_path / "ds" / "data.yaml"), "--model",
+                        "yolov5nu.yaml", "--time", "2m", "--search", "--batch", "8", "--workers", "0", "--device", "cpu",
+                        "--no-plots", "--name", "solo", "--weights-dir", str(tmp_path / "w")], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "budget 2 min:" in r.stdout and "the final model what is left" in r.stdout
+    assert "search_best is the baseline" in r.stdout or "beats the baseline by" in r.stdout
+    side = json.loads((tmp_path / "w" / "solo.json").read_text())
+    assert side["search"]["decision"]["kept"] and side["search"]["budget_hours"] == pytest.approx(2 / 60)
+    assert side["budget_hours"] < 2 / 60 and side["search"]["baseline_plan"]["candidates"]
+    trials = list(csv.DictReader((tmp_path / "runs" / "search" / "solo" / "exp" / "search" / "trials.csv").open()))
+    assert trials[0]["role"] == "baseline"
+    code = subprocess.run([sys.executable, "train_yolo.py", "--data", str(tmp_path / "ds" / "data.yaml"), "--search"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert code.returncode == 2 and "--search needs --time" in code.stderr
+
+
+def test_search_auto_takes_a_third_of_the_experiments_budget(sample, tmp_path, capsys):
+    exp = _experiment(tmp_path, sample, budget="3h", search="auto")
+    code, out, err = run_cli(kfold.main, kfold.get_args_parser(), [exp, "--dry-run", "--devices", "cpu"], capsys)
+    assert code == 0, err
+    line = next(ln for ln in out.splitlines() if ln.startswith("[search]"))
+    assert "budget 60 min" in line and "imgsz, lr0, mosaic" in line and "checked on fold(s) 1" in line
+    assert "(the search's 60 min included)" in out
+    exp = _experiment(tmp_path, sample, search="auto")
+    code, _, err = run_cli(kfold.main, kfold.get_args_parser(), [exp, "--dry-run", "--devices", "cpu"], capsys)
+    _one_line(code, err, "search: auto needs a top-level budget")

@@ -58,7 +58,7 @@ def main(args: argparse.Namespace) -> int:
     from coco2yolo import ultra
     from coco2yolo.fileio import guard_outputs, make_dirs, write_text
     from coco2yolo.kfold import steps
-    from coco2yolo.kfold.estimate import Estimator, fit
+    from coco2yolo.kfold.estimate import Estimator, fit, plan_models
     from coco2yolo.kfold.experiment import load_experiment
     from coco2yolo.kfold.plan import build
     from coco2yolo.kfold.runner import Runner
@@ -89,6 +89,9 @@ def main(args: argparse.Namespace) -> int:
             return 0
     estimator = Estimator(exp, devices[0], sys.stdout)
     jobs, estimates, times = fit(exp, lambda t: build(exp, internal, t), estimator)
+    if plan_models(exp, times, estimator, sys.stdout):  # timed entries' open settings chosen: the same jobs, planned
+        jobs = build(exp, internal, times)
+        estimates = estimator.all(jobs)
     runner = Runner(exp, jobs, devices, shard, shards, args.only if args.only != "search" else None,
                     estimates=estimates, learn=estimator)
     if args.dry_run:
@@ -110,7 +113,9 @@ def _run_search(exp, devices: list[str], jobs: list, shard: int, shards: int, on
     from coco2yolo.kfold.experiment import best_entry
     from coco2yolo.kfold.search import SearchRun
 
-    convert = [j for j in jobs if j.id == f"convert/fold{exp.search.fold}"]
+    s = exp.search
+    folds = {s.fold, *((s.fold + 1 + k) % exp.folds for k in range(s.confirm_folds))}  # the race's and the check's
+    convert = [j for j in jobs if j.id in {f"convert/fold{f}" for f in folds}]
     Runner(exp, convert, devices, 0, 1).run()
     if only == "convert":
         return
@@ -118,11 +123,18 @@ def _run_search(exp, devices: list[str], jobs: list, shard: int, shards: int, on
         print(f"skip search (done: {exp.out / 'search' / 'best.yaml'})")
         return
     best = SearchRun(exp, devices).run()
-    if best is None:
-        raise UserError(f"the recipe search finished without a complete trial (every trial failed or was pruned); "
-                        f"see {exp.out / 'search' / 'trials.csv'} and {exp.out / 'logs'}")
-    print(f"search: best recipe -> {exp.out / 'search' / 'best.yaml'}: "
-          + " ".join(f"{k}={v}" for k, v in best.items() if k in exp.search.space))
+    d = best["search"]
+    if d["beats_baseline"]:
+        print(f"search: {d['kept']} beats the baseline by {d['difference']:+.4f} [{d['ci95'][0]:+.4f}, "
+              f"{d['ci95'][1]:+.4f}] mAP50 on {d['check_images']} photos no race trial saw: it trains as search_best ("
+              + " ".join(f"{k}={v}" for k, v in best.items() if k in exp.search.space) + f"); {exp.out / 'search'}")
+    else:
+        shown = (f" (the best leader: {d['difference']:+.4f} [{d['ci95'][0]:+.4f}, {d['ci95'][1]:+.4f}])"
+                 if d.get("ci95") else "")
+        where = (f" on {d['check_images']} photos no race trial saw" if d.get("check_images") else
+                 f" ({d.get('note', 'no check')})")
+        print(f"search: no trial beats the baseline beyond noise{where}{shown}: search_best is the baseline, the base "
+              f"entry as given; {exp.out / 'search'}")
 
 
 def _search_done(exp) -> bool:
@@ -139,8 +151,14 @@ def _print_plan(exp, jobs, runner, estimates, times, devices, shard) -> None:
     if exp.search is not None:
         s = exp.search
         budget = f", budget {cli.format_hours(s.budget_hours)}" if s.budget_hours else ""
-        print(f"[search] {s.trials} trials of {s.base} over {', '.join(s.space)} on fold {s.fold} ({s.pruner}"
-              f"{budget}); its winner trains as search_best once it is done"
+        from coco2yolo.kfold.search import trial_seconds
+
+        r = trial_seconds(s)
+        each = f", {cli.format_hours(r / 3600)} a trial" if r else ""
+        checks = ", ".join(str((s.fold + 1 + k) % exp.folds) for k in range(s.confirm_folds))
+        print(f"[search] the baseline ({s.base}) and up to {s.trials - 1} trials over {', '.join(s.space)} on fold "
+              f"{s.fold} ({s.pruner}{budget}{each}); the best {s.leaders} and the baseline checked on fold(s) {checks}: "
+              f"search_best is the baseline unless a trial beats it beyond noise"
               + ("" if any(j.step == "train" for j in jobs) else
                  " (no models are listed: training, prediction and the submission are planned from the winner)"))
     for j in jobs:

@@ -47,74 +47,18 @@ def settings_of(args: list[str]) -> dict[str, Any]:
     from coco2yolo.training import config
 
     d = config.defaults()
+    freeze = next((int(a.split("=", 1)[1]) for a in args if a.startswith("freeze=") and a.split("=", 1)[1].isdigit()),
+                  0)
     return {"model": str(_flag(args, "--model", d["model"])), "weights": _flag(args, "--weights", None),
             "imgsz": int(_flag(args, "--imgsz", d["imgsz"])), "batch": int(float(_flag(args, "--batch", d["batch"]))),
-            "epochs": int(_flag(args, "--epochs", d["epochs"]))}
+            "epochs": int(_flag(args, "--epochs", d["epochs"])), "freeze": freeze}
 
 
-def _arch(model: str, weights: str | None) -> str | dict[str, Any]:
-    """A model yaml to probe: the speed of an architecture does not need its weights."""
-    from coco2yolo.checkpoint import read_checkpoint
-    from coco2yolo.checkpoint.legacy import target_yaml
+def probe(model: str, weights: str | None, imgsz: int, batch: int, device: str, freeze: int = 0) -> float:
+    """Seconds per training image (:func:`coco2yolo.training.plan.probe`)."""
+    from coco2yolo.training.plan import probe as measure
 
-    for spec in (weights, model):
-        if spec and spec.endswith(".pt") and Path(spec).is_file():
-            ck = read_checkpoint(spec)
-            return target_yaml(ck.yaml, spec) if ck.kind == "yolov5" else ck.yaml  # type: ignore[return-value]
-    if weights and weights.endswith(".pt"):
-        return "yolov5nu.yaml"
-    return model[:-3] + ".yaml" if model.endswith(".pt") else model
-
-
-def probe(model: str, weights: str | None, imgsz: int, batch: int, device: str) -> float:
-    """Seconds per training image of this model at this size on this device (see the module docstring)."""
-    import torch
-
-    from coco2yolo import ultra
-
-    ultra.setup()
-    from ultralytics.cfg import get_cfg
-    from ultralytics.nn.tasks import DetectionModel, yaml_model_load
-
-    from coco2yolo.checkpoint.arch import _quiet, check_yaml
-
-    arch = _arch(model, weights)
-    cfg = yaml_model_load(arch) if isinstance(arch, str) and not Path(arch).is_file() else arch
-    if isinstance(cfg, str):
-        from coco2yolo.training.config import load_yaml_mapping
-
-        cfg = load_yaml_mapping(cfg, "model yaml")
-    dev = torch.device("cpu" if device == "cpu" else f"cuda:{device.split(',')[0]}")
-    with _quiet():
-        net = DetectionModel(dict(check_yaml(cfg)), nc=10, verbose=False).to(dev)
-    net.args = get_cfg()
-    net.train()
-    b = max(1, min(batch, 8 if dev.type == "cuda" else 2))
-    g = torch.Generator().manual_seed(0)
-    n = 4 * b
-    batch_doc = {"img": torch.rand(b, 3, imgsz, imgsz, generator=g).to(dev),
-                 "batch_idx": torch.arange(b).repeat_interleave(4).float().to(dev),
-                 "cls": torch.randint(0, 10, (n, 1), generator=g).float().to(dev),
-                 "bboxes": (torch.rand(n, 4, generator=g) * 0.4 + 0.3).to(dev)}
-    opt = torch.optim.SGD(net.parameters(), lr=1e-5, momentum=0.9)
-    amp = dev.type == "cuda"
-
-    def step() -> None:
-        with torch.autocast(dev.type, enabled=amp):
-            loss, _ = net.loss(batch_doc)
-        loss.sum().backward()
-        opt.step()
-        opt.zero_grad()
-
-    step()
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
-    t0 = time.perf_counter()
-    for _ in range(PROBE_STEPS):
-        step()
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
-    return (time.perf_counter() - t0) / (PROBE_STEPS * b)
+    return measure(model, weights, imgsz, batch, device, freeze)
 
 
 class Estimator:
@@ -128,6 +72,16 @@ class Estimator:
         except UserError:
             self.cache = {}
         self.n_images = self._count_images()
+
+    def longest_side(self) -> int | None:
+        """The longest side of the experiment's training photos (from its JSON), for the plan's sizes."""
+        if self.exp.train is None or not self.exp.train.is_file():
+            return None
+        doc = load_json(self.exp.train, "COCO file")
+        sides = [max(im.get("width") or 0, im.get("height") or 0) for im in doc.get("images") or []
+                 if isinstance(im, dict) and isinstance(im.get("width"), (int, float))
+                 and isinstance(im.get("height"), (int, float))] if isinstance(doc, dict) else []
+        return int(max(sides)) if sides else None
 
     def _count_images(self) -> tuple[int, int]:
         """(training images, test images) of the experiment."""
@@ -145,7 +99,8 @@ class Estimator:
         name = "cpu"
         if self.device != "cpu" and torch.cuda.is_available():
             name = torch.cuda.get_device_name(int(self.device.split(",")[0]))
-        return f"{s['weights'] or s['model']}|{s['imgsz']}|{s['batch']}|{name}|torch {torch.__version__}"
+        frozen = f"|freeze {s['freeze']}" if s.get("freeze") else ""
+        return f"{s['weights'] or s['model']}|{s['imgsz']}|{s['batch']}{frozen}|{name}|torch {torch.__version__}"
 
     def per_image(self, args: list[str]) -> tuple[float, str]:
         """Seconds per training image for a training job's flags: measured if a job with these settings
@@ -161,7 +116,7 @@ class Estimator:
                 print(f"probing the throughput of {s['weights'] or s['model']} at {s['imgsz']} px on {self.device} ...",
                       file=self.out, flush=True)
             try:
-                probed = probe(s["model"], s["weights"], s["imgsz"], s["batch"], self.device)
+                probed = probe(s["model"], s["weights"], s["imgsz"], s["batch"], self.device, s.get("freeze") or 0)
             except Exception as err:  # noqa: BLE001 - a model the probe cannot build: no estimate, not a crash
                 if self.out is not None:
                     print(f"cannot probe {s['weights'] or s['model']} ({' '.join(str(err).split())[:120]}): "
@@ -170,6 +125,16 @@ class Estimator:
             self.cache.setdefault("probes", {})[key] = probed
             write_json(self.cache_file, self.cache, indent=2)
         return float(probed) * 1.15, "probe"  # data loading and augmentation: +15% (replaced once measured)
+
+    def measure(self, args: list[str]) -> Any:
+        """``measure(imgsz, batch, freeze)`` for a plan: seconds per training image of a training's flags at those
+        settings, probed once and cached with the experiment's other probes (no data-loading margin: the plan's
+        rule has its own)."""
+        def at(imgsz: int, batch: int, freeze: int) -> float:
+            trial = [*args, "--imgsz", str(imgsz), "--batch", str(batch)] + (["--set", f"freeze={freeze}"] if freeze else [])
+            per_image, source = self.per_image(trial)
+            return per_image / 1.15 if source == "probe" else per_image
+        return at
 
     def learn(self, args: list[str], sidecar: dict[str, Any], n_train: int, n_val: int) -> None:
         """Record a finished training's measured seconds per image (for the next estimates)."""
@@ -250,6 +215,41 @@ def fit(exp: Experiment, build: Any, estimator: Estimator) -> tuple[list[Job], d
     times = {m.name: per_fold / 3600 for m in auto}
     jobs = build(times)
     return jobs, estimator.all(jobs), times
+
+
+def plan_models(exp: Experiment, times: dict[str, float], estimator: Estimator, out: Any = None) -> dict[str, Any]:
+    """Each model entry with a time budget (``time:`` or ``time: auto``) and settings left open gets the plan a timed
+    train_yolo.py makes (:mod:`coco2yolo.training.plan`), made once for all its jobs (folds and refit train the same
+    recipe) with a fold's image counts and the experiment's cached probes; its choice goes into the entry's flags
+    with ``--no-plan``. Returns each planned entry's plan record."""
+    import time as _time
+
+    from coco2yolo.training.plan import dataset_counts, make_plan, open_settings  # noqa: F401
+
+    planned: dict[str, Any] = {}
+    n, _ = estimator.n_images
+    K = exp.folds
+    for m in exp.models:
+        hours = times.get(m.name) or time_of(m.train_args)
+        if hours is None or "--no-plan" in m.train_args:
+            continue
+        s = settings_of(m.train_args)
+        given = set(m.options) | ({"freeze"} if s["freeze"] else set())
+        settings = {**s, "val": "--no-val" not in m.train_args}
+        if not open_settings(settings, given):
+            continue
+        plan = make_plan(settings, given, (round(n * (K - 1) / K), round(n / K), estimator.longest_side()), hours,
+                         _time.time(), estimator.device, measure=estimator.measure(m.train_args))
+        plan.probe_seconds = 0.0  # probed before the run: not part of any job's budget
+        if out is not None:
+            print(f"[plan] {m.name}: " + plan.block().replace("\n", "\n    "), file=out, flush=True)
+        if plan.chosen is not None:
+            extra = ["--imgsz", str(plan.chosen.imgsz), "--batch", str(plan.chosen.batch)]
+            if plan.chosen.freeze:
+                extra += ["--set", f"freeze={plan.chosen.freeze}"]
+            m.train_args = [*m.train_args, *extra, "--no-plan"]
+        planned[m.name] = plan.record()
+    return planned
 
 
 def describe(est: Estimate) -> str:

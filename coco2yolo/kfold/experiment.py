@@ -53,6 +53,8 @@ class Search:
     study: str
     seed: int
     min_resource: int | None              # seconds of training before a trial can first be pruned
+    leaders: int = 2                      # the best trials re-scored, with the baseline, on further folds
+    confirm_folds: int = 1                # how many further folds they are trained and scored on
 
 
 @dataclass
@@ -234,7 +236,24 @@ def _models(doc: dict[str, Any], source: str, auto_time: bool) -> list[Model]:
 
 
 SEARCH_BEST = "search_best"
-SEARCH_KEYS = ("base", "space", "trials", "budget", "fold", "pruner", "storage", "study", "seed", "min_resource")
+SEARCH_SHARE = 1 / 3  # of a budget, for the search (train_yolo.py --search; search: auto): a 1 h budget, 20 minutes
+
+
+def default_space(base: dict[str, Any], pretrained: bool) -> dict[str, Any]:
+    """The search's space around a base entry (``search: auto``, ``train_yolo.py --search``): the image sizes beside
+    its own, lr0 (log, 0.002 to 0.02), mosaic on or off, and a frozen backbone where the weights are pretrained."""
+    from coco2yolo.training.plan import SIZES
+
+    size = int(base.get("imgsz") or 640)
+    ladder = sorted(set(SIZES) | {size})
+    k = ladder.index(size)
+    space: dict[str, Any] = {"imgsz": ladder[max(0, k - 1): k + 2], "lr0": {"low": 0.002, "high": 0.02, "log": True},
+                             "mosaic": [0.0, 1.0]}
+    if pretrained:
+        space["freeze"] = [0, 10]
+    return space
+SEARCH_KEYS = ("base", "space", "trials", "budget", "fold", "pruner", "storage", "study", "seed", "min_resource",
+               "leaders", "confirm_folds")
 PRUNERS = ("hyperband", "successive_halving", "none")
 
 
@@ -243,6 +262,8 @@ def _search(doc: dict[str, Any], source: str, out: Path, folds: int) -> Search |
     valid model entry with ``base``."""
     if doc.get("search") is None:
         return None
+    if doc.get("search") == "auto":
+        doc = {**doc, "search": _auto_search(doc, source)}
     s = _mapping(doc, "search", source)
     where = f"{source}: search"
     _unknown(s, SEARCH_KEYS, where)
@@ -310,8 +331,33 @@ def _search(doc: dict[str, Any], source: str, out: Path, folds: int) -> Search |
     if min_resource is not None:
         min_resource = round(_hours(min_resource, f"{where}: min_resource") * 3600)
     budget = _hours(s["budget"], f"{where}: budget") if s.get("budget") is not None else None
+    leaders = s.get("leaders", 2)
+    if isinstance(leaders, bool) or not isinstance(leaders, int) or not 1 <= leaders <= 10:
+        raise UserError(f"{where}: leaders must be an integer from 1 to 10, got {short(leaders)}")
+    confirm = s.get("confirm_folds", 1)
+    if isinstance(confirm, bool) or not isinstance(confirm, int) or not 1 <= confirm <= folds - 1:
+        raise UserError(f"{where}: confirm_folds must be an integer from 1 to {folds - 1} (folds other than the "
+                        f"search's), got {short(confirm)}")
     return Search(base=dict(base), space=dict(space), trials=trials, budget_hours=budget, fold=fold, pruner=pruner,
-                  storage=storage, study=study, seed=seed, min_resource=min_resource)
+                  storage=storage, study=study, seed=seed, min_resource=min_resource, leaders=leaders,
+                  confirm_folds=confirm)
+
+
+def _auto_search(doc: dict[str, Any], source: str) -> dict[str, Any]:
+    """``search: auto``: a third of the experiment's budget, the first model entry (as given) as the baseline,
+    :func:`default_space` around it."""
+    if doc.get("budget") is None:
+        raise UserError(f"{source}: search: auto needs a top-level budget (a third of it goes to the search)")
+    models = doc.get("models") or []
+    first = models[0] if isinstance(models, list) and models and isinstance(models[0], dict) else {}
+    base = {k: v for k, v in first.items() if k not in ("name", "device")}
+    if not base:
+        raise UserError(f"{source}: search: auto searches around the first model entry; list one under models")
+    if base.get("time") in (None, "auto"):
+        base.pop("time", None)
+    pretrained = any(str(base.get(k, "")).endswith(".pt") for k in ("model", "weights"))
+    return {"base": base, "space": default_space(base, pretrained), "trials": 100,
+            "budget": f"{_hours(doc['budget'], f'{source}: budget') * SEARCH_SHARE * 3600:.0f}s"}
 
 
 def best_entry(exp: Experiment) -> dict[str, Any] | None:
@@ -322,7 +368,12 @@ def best_entry(exp: Experiment) -> dict[str, Any] | None:
     from coco2yolo.training.config import load_yaml_mapping
 
     entry = load_yaml_mapping(path, "search result")
-    return entry if entry.get("name") == SEARCH_BEST else None
+    if entry.get("name") != SEARCH_BEST:
+        return None
+    decision = entry.pop("search", None)  # the search's decision, beside the entry it kept
+    if decision is not None and not isinstance(decision, dict):
+        raise UserError(f"{path}: 'search' must be the search's decision (a mapping), got {short(decision)}")
+    return entry
 
 
 def _hours(value: Any, where: str) -> float:

@@ -77,6 +77,7 @@ class TrialReporter:
         if trial_id is None:
             raise UserError(f"--trial {number}: no such trial in study {study!r} of {masked(storage)}")
         self.trial = optuna.Trial(self.study, trial_id)
+        self.baseline = bool(self.study._storage.get_trial(trial_id).user_attrs.get("baseline"))  # never pruned
         self.pruned = False
         self.best = float("-inf")
         self._last_epoch = -1
@@ -94,7 +95,7 @@ class TrialReporter:
         self.trial.report(float(value), step)
         self.trial.set_user_attr("epochs", int(trainer.epoch) + 1)
         self.trial.set_user_attr("best_val_mAP50", self.best)
-        if self.trial.should_prune():
+        if not self.baseline and self.trial.should_prune():
             self.pruned = True
             self.trial.set_user_attr("pruned_at_seconds", step)
             trainer.stop = True

@@ -196,6 +196,16 @@ def add_config_flags(parser: argparse.ArgumentParser, base: dict[str, Any]) -> N
                                 help=f"(default {default!r})")
 
 
+def given_keys(args: argparse.Namespace) -> set[str]:
+    """The keys the user set: in the --config file or as typed flags (the rest are defaults)."""
+    keys = {k for k in vars(args) if k in defaults() and k != "config"}
+    if getattr(args, "config", None):
+        keys |= set(load_yaml_mapping(args.config, "config file"))
+    for item in getattr(args, "set", None) or []:
+        keys.add(item.partition("=")[0])
+    return keys
+
+
 def resolve(args: argparse.Namespace, base: dict[str, Any] | None = None) -> dict[str, Any]:
     """Defaults < ``args.config`` file < typed flags."""
     cfg = defaults() if base is None else dict(base)

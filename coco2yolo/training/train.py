@@ -303,19 +303,21 @@ def _check_values(cfg: dict[str, Any]) -> None:
         raise UserError(f"pseudo_conf must be in [0, 1], got {cfg['pseudo_conf']}")
 
 
-def run(cfg: dict[str, Any], extra: dict[str, Any], reporter: Any = None, started: float | None = None
-        ) -> dict[str, Any]:
+def run(cfg: dict[str, Any], extra: dict[str, Any], reporter: Any = None, started: float | None = None,
+        given: set[str] | None = None, search: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train with a resolved config; return the sidecar dict (also written to weights/N.json).
 
     ``reporter``: a :class:`coco2yolo.training.budget.TrialReporter` (a recipe search's trial); ``started``: when
-    the command started (a ``time`` budget counts from there; default: now).
+    the command started (a ``time`` budget counts from there; default: now); ``given``: the keys the user set
+    (a ``time`` budget's plan keeps them; default: every key of ``cfg`` and ``extra``, so nothing is planned);
+    ``search``: what ``--search`` decided, for the sidecar.
     """
     started = time.time() if started is None else started
     ultra.setup()
     if cfg["offline"]:
         ultra.go_offline()
     ultra.trust_checkpoints(cfg["trust_weights"])
-    data_yaml, _, cmap, from_file = check_data(cfg["data"])
+    data_yaml, data, cmap, from_file = check_data(cfg["data"])
     ultra.check_device(cfg["device"])
     _check_values(cfg)
     if cfg["optimizer"] == "auto":
@@ -330,8 +332,31 @@ def run(cfg: dict[str, Any], extra: dict[str, Any], reporter: Any = None, starte
     out_pt = _check_outputs(cfg, data_yaml, name, run_dir)
     augmentations = preset_transforms(cfg["augment_preset"])
     with output_lock(run_dir):
+        plan = None
+        if cfg.get("time") and cfg.get("plan") and not cfg["resume"] and reporter is None:
+            cfg, extra, plan = _planned(cfg, extra, set(cfg) | set(extra) if given is None else given, data_yaml, data,
+                                        started)  # nothing left open: no plan (None)
         return _train(cfg, extra, data_yaml, cmap, from_file, project, run_dir, out_pt, augmentations, reporter,
-                      started)
+                      started, plan, search)
+
+
+def _planned(cfg: dict[str, Any], extra: dict[str, Any], given: set[str], data_yaml: Path, data: dict[str, Any],
+             started: float) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any] | None]:
+    """The time budget's plan (:mod:`coco2yolo.training.plan`): printed, applied, and its record for the sidecar."""
+    from coco2yolo.training.plan import chosen_settings, dataset_counts, make_plan, open_settings
+
+    settings = {"model": cfg["model"], "weights": cfg["weights"], "imgsz": cfg["imgsz"], "batch": cfg["batch"],
+                "freeze": extra.get("freeze"), "val": cfg["val"]}
+    if not open_settings(settings, given):
+        return cfg, extra, None
+    device = str(cfg["device"] or "")
+    plan = make_plan(settings, given, dataset_counts(data_yaml, data), cfg["time"], started,
+                     "cpu" if device.lower() == "cpu" else device)
+    print(plan.block(), flush=True)
+    chosen = chosen_settings(plan)
+    cfg = {**cfg, **{k: v for k, v in chosen.items() if k in cfg}}
+    extra = {**extra, **({"freeze": chosen["freeze"]} if "freeze" in chosen else {})}
+    return cfg, extra, plan.record()
 
 
 def check_name(name: str) -> None:
@@ -341,7 +366,8 @@ def check_name(name: str) -> None:
 
 def _train(cfg: dict[str, Any], extra: dict[str, Any], data_yaml: Path, cmap: CategoryMap, from_file: bool,
            project: Path, run_dir: Path, out_pt: Path, augmentations: list[Any] | None, reporter: Any,
-           started: float) -> dict[str, Any]:
+           started: float, plan: dict[str, Any] | None = None, search: dict[str, Any] | None = None
+           ) -> dict[str, Any]:
     name = cfg["name"]
     train_data = data_yaml
     pseudo_note = None
@@ -409,6 +435,8 @@ def _train(cfg: dict[str, Any], extra: dict[str, Any], data_yaml: Path, cmap: Ca
         "trial": None if reporter is None else {"study": reporter.study.study_name, "number": reporter.trial.number,
                                                 "pruned": reporter.pruned},
         "budget_hours": cfg.get("time"),
+        "plan": plan,
+        "search": search,
         "epochs_asked": cfg["epochs"],
         **epoch_log(save_dir, seconds),
         "run_dir": str(save_dir),
@@ -463,5 +491,5 @@ def main(args: argparse.Namespace) -> int:
         from coco2yolo.training.storage import from_argument
 
         reporter = TrialReporter(from_argument(args.storage), args.study, args.trial)
-    run(cfg, extra, reporter, started)
+    run(cfg, extra, reporter, started, config.given_keys(args))
     return 0
