@@ -12,6 +12,10 @@ download) at 1024 px. For each image size (640 and 1024):
   run's results.csv), and the peak GPU memory each process reports;
 - ``infer.py`` on the validation images, and a bare ``model.predict`` loop as the baseline: images per second.
 
+Then the plan of a time budget on this GPU (issue 24): ``train_yolo.py --time 4m`` with the image size left open
+(pretrained weights where ``--weights`` names them): the candidates the probes measured, the epochs each would
+reach, the one chosen, and the chosen run's measured seconds per epoch against the plan's projection.
+
 Writes one JSON file (``--out``), with the machine, the versions, every figure and its baseline.
 """
 
@@ -92,6 +96,8 @@ def main() -> None:
     p.add_argument("--sizes", type=int, nargs="+", default=[640, 1024])
     p.add_argument("--dry", action="store_true", help="CPU, 16 images of 64 px, 2 epochs at 64 px: checks the steps")
     p.add_argument("--work", default=None, help="working folder (default: a new one under /tmp)")
+    p.add_argument("--plan-budget", default="4m", help="the budget of the plan step (--time of a run with the size open)")
+    p.add_argument("--weights", default=None, help="pretrained weights for the plan step (e.g. ../shared/weights/yolov5n.pt)")
     args = p.parse_args()
     import tempfile
 
@@ -159,6 +165,19 @@ def main() -> None:
         r["infer_ratio_ours_to_bare_predict"] = r["infer_images_per_s"] / r["baseline_infer_images_per_s"]
         result["sizes"][str(imgsz)] = r
         print(imgsz, json.dumps(r), flush=True)
+    budget = "20s" if args.dry else args.plan_budget
+    plan_args = ["--weights", args.weights] if args.weights else []
+    _run([sys.executable, "train_yolo.py", "--data", str(ds / "data.yaml"), "--model", args.model, *plan_args, "--time",
+          budget, "--batch", str(args.batch), "--device", device, "--workers", str(args.workers), "--name", "planned",
+          "--weights-dir", str(work / "weights"), "--exist-ok", "--no-plots"], env, work / "planned.log", 3600)
+    side = json.loads((work / "weights" / "planned.json").read_text())
+    plan = side.get("plan") or {}
+    chosen = plan.get("chosen") or {}
+    result["plan"] = {"budget": budget, "candidates": plan.get("candidates"), "chosen": chosen, "why": plan.get("why"),
+                      "probe_seconds": plan.get("probe_seconds"), "epochs_done": side.get("epochs_done"),
+                      "measured_seconds_per_epoch": side.get("seconds_per_epoch"),
+                      "projected_seconds_per_epoch": chosen.get("seconds_per_epoch")}
+    print("plan", json.dumps(result["plan"]), flush=True)
     result["seconds"] = time.time() - t_start
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))

@@ -18,3 +18,5 @@ def test_the_gpu_benchmark_runs_dry_on_the_cpu(tmp_path):
     for key in ("train_images_per_s", "baseline_train_images_per_s", "infer_images_per_s", "baseline_infer_images_per_s"):
         assert r[key] > 0, key
     assert r["train_ratio_ours_to_ultralytics"] > 0 and result["device"] == "cpu" and result["amp"] is False
+    plan = result["plan"]  # the plan of a budget with the image size left open
+    assert plan["candidates"] and plan["chosen"]["imgsz"] in [c["imgsz"] for c in plan["candidates"]]

@@ -273,3 +273,92 @@ def test_kfold_experiment_reader(base, tmp_path_factory, capsys, seed):
     _check(code, err)
     after = _tree_digest(work)
     assert {k: v for k, v in after.items() if "/.kfold/" not in "/" + k} == before  # the probe cache aside
+
+
+@pytest.fixture(scope="module")
+def review_base(tmp_path_factory):
+    """A dataset, its issues file (each kind once) and decisions on them, for the review readers."""
+    root = tmp_path_factory.mktemp("reviewbase")
+    images = [(i, f"train/{i}.jpg", 64, 64) for i in range(4)]
+    anns = [ann(0, 0, 0, [2, 2, 10, 10]), ann(1, 1, 1, [5, 5, 8, 8]), ann(2, 2, 0, [1, 1, 20, 20])]
+    gt = make_coco(root / "ds", images, anns, [0, 1])
+    issues = [{"id": "wrong_class/0", "kind": "wrong_class", "score": 0.9, "image_id": 0, "annotation_id": 0,
+               "bbox": [2, 2, 10, 10], "category_id": 0, "suggested_category_id": 1, "suggested_bbox": None},
+              {"id": "bad_box/1", "kind": "bad_box", "score": 0.8, "image_id": 1, "annotation_id": 1,
+               "bbox": [5, 5, 8, 8], "category_id": 1, "suggested_category_id": None, "suggested_bbox": [6, 6, 9, 9]},
+              {"id": "no_object/2", "kind": "no_object", "score": 0.7, "image_id": 2, "annotation_id": 2,
+               "bbox": [1, 1, 20, 20], "category_id": 0, "suggested_category_id": None, "suggested_bbox": None},
+              {"id": "missing/3/abc", "kind": "missing", "score": 0.6, "image_id": 3, "annotation_id": None,
+               "bbox": [30, 30, 10, 10], "category_id": 1, "suggested_category_id": 1, "suggested_bbox": [30, 30, 10, 10]}]
+    decisions = [{"id": "wrong_class/0", "decision": "accept"}, {"id": "bad_box/1", "decision": "reject"},
+                 {"id": "no_object/2", "decision": "accept", "category_id": 1},
+                 {"id": "missing/3/abc", "decision": "accept", "bbox": [31, 31, 9, 9]}]
+    return {"root": root, "gt": json.loads(gt.read_text()), "issues": issues, "decisions": decisions}
+
+
+@FUZZ
+@given(seed=SEEDS, which=st.sampled_from(["issues", "decisions"]))
+def test_review_apply_readers(review_base, tmp_path_factory, capsys, seed, which):
+    from coco2yolo.review import command as review
+
+    work = tmp_path_factory.mktemp("review")
+    shutil.copytree(review_base["root"] / "ds", work / "ds")
+    rng = random.Random(seed)
+    issues = _write(work / "ds", "issues.json", mutated(review_base["issues"], rng) if which == "issues"
+                    else json.dumps(review_base["issues"]).encode())
+    decisions = _write(work / "ds", "d.json", mutated(review_base["decisions"], rng) if which == "decisions"
+                       else json.dumps(review_base["decisions"]).encode())
+    before = _tree_digest(work / "ds")
+    code, _, err = run_cli(review.main, review.get_args_parser(),
+                           ["apply", "--gt", work / "ds" / "train.json", "--issues", issues, "--decisions", decisions,
+                            "--out", work / "fixed.json"], capsys)
+    _check(code, err)
+    assert _tree_digest(work / "ds") == before
+    assert (work / "fixed.json").exists() == (code == 0) == (work / "fixed.changes.csv").exists()
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck))
+@given(seed=SEEDS)
+def test_review_page_reader(review_base, tmp_path_factory, capsys, seed):
+    from coco2yolo.review import command as review
+
+    work = tmp_path_factory.mktemp("reviewpage")
+    shutil.copytree(review_base["root"] / "ds", work / "ds")
+    issues = _write(work / "ds", "issues.json", mutated(review_base["issues"], random.Random(seed)))
+    before = _tree_digest(work / "ds")
+    code, _, err = run_cli(review.main, review.get_args_parser(),
+                           [issues, "--gt", work / "ds" / "train.json", "--out", work / "page.html"], capsys)
+    _check(code, err)
+    assert _tree_digest(work / "ds") == before
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
+@given(seed=SEEDS)
+def test_kfold_search_section_reader(base, tmp_path_factory, capsys, seed):
+    """The experiment's search: section fuzzed (trials, budget, spaces, types, storage URLs): a plan or one line."""
+    import yaml
+
+    from coco2yolo.kfold import __main__ as kfold_cli
+    from fuzzing import mutate_doc
+
+    work = tmp_path_factory.mktemp("kfs")
+    shutil.copytree(base["root"] / "ds", work / "ds")
+    rng = random.Random(seed)
+    search = {"base": {"model": "yolov5nu.yaml", "epochs": 1, "imgsz": 64}, "trials": 8, "budget": "20m",
+              "space": {"lr0": {"low": 0.001, "high": 0.01, "log": True}, "mosaic": [0.0, 1.0]},
+              "storage": rng.choice([str(work / "s.db"), "postgresql://u:pw@127.0.0.1:1/x", "sqlite:///" + str(work / "t.db")]),
+              "leaders": 2, "confirm_folds": 1, "pruner": "hyperband"}
+    for _ in range(rng.randint(1, 3)):
+        search = mutate_doc(search, rng)
+    doc = {"train": str(work / "ds" / "train.json"), "out": str(work / "out"), "convert": {"folds": 2, "seed": 0},
+           "models": [], "search": search, "bootstrap": 10}
+    exp = _write(work, "exp.yaml", yaml.safe_dump(doc, allow_unicode=True).encode())
+    cwd = os.getcwd()
+    os.chdir(work)
+    try:
+        code, out, err = run_cli(kfold_cli.main, kfold_cli.get_args_parser(), [exp, "--dry-run", "--devices", "cpu"],
+                                 capsys)
+    finally:
+        os.chdir(cwd)
+    _check(code, err)
+    assert ":pw@" not in out + err  # a storage password is never shown

@@ -138,8 +138,11 @@ class Estimator:
 
     def learn(self, args: list[str], sidecar: dict[str, Any], n_train: int, n_val: int) -> None:
         """Record a finished training's measured seconds per image (for the next estimates)."""
-        per_epoch = sidecar.get("seconds_per_epoch")
-        if not per_epoch or n_train <= 0:
+        import math
+
+        per_epoch = sidecar.get("seconds_per_epoch") if isinstance(sidecar, dict) else None
+        if (isinstance(per_epoch, bool) or not isinstance(per_epoch, (int, float)) or not math.isfinite(per_epoch)
+                or per_epoch <= 0 or n_train <= 0):  # a sidecar read back is data too: only a plain time counts
             return
         s = settings_of(args)
         per_image = per_epoch / (n_train + VAL_SHARE * n_val)
