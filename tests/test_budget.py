@@ -145,7 +145,7 @@ def test_a_search_with_no_models_runs_its_winner(sample, tmp_path, capsys):
 
 def test_a_killed_search_resumes_and_two_processes_never_run_one_trial(sample, tmp_path):
     """Two search processes on one study at once; then one is killed mid-trial and the search run again."""
-    exp = _experiment(tmp_path, sample, search={**SEARCH, "trials": 4, "pruner": "none"})
+    exp = _experiment(tmp_path, sample, search={**SEARCH, "trials": 4, "pruner": "none", "leaders": 1})
     env = {**os.environ, "COCO2YOLO_OFFLINE": "1"}
     argv = [sys.executable, "-m", "coco2yolo.kfold", str(exp), "--only", "search", "--devices", "cpu"]
     first = subprocess.run(argv[:4] + ["--only", "convert", "--devices", "cpu"], cwd=ROOT, env=env,
@@ -171,7 +171,7 @@ def test_a_killed_search_resumes_and_two_processes_never_run_one_trial(sample, t
     assert [r["role"] for r in rows].count("baseline") == 1 and rows[0]["role"] == "baseline", rows
     best = yaml.safe_load((tmp_path / "exp" / "search" / "best.yaml").read_text())
     d = best["search"]
-    assert isinstance(d["beats_baseline"], bool) and d["check_folds"] == [1] and len(d["leaders"]) == 2
+    assert isinstance(d["beats_baseline"], bool) and d["check_folds"] == [1] and len(d["leaders"]) == 1
     assert d["kept"] == "baseline" or (d["beats_baseline"] and d["ci95"][0] > 0)
     assert all(len(r["ci95"]) == 2 for r in d["leaders"]) and d["check_images"] > 0
 
@@ -198,7 +198,8 @@ def test_postgres_two_search_processes_share_a_study_and_a_killed_trial_is_retri
     from engines import connections
     from coco2yolo.training.storage import POOL
 
-    exp = _experiment(tmp_path, sample, search={**SEARCH, "trials": 4, "pruner": "none", "storage": postgres["url"]})
+    exp = _experiment(tmp_path, sample, search={**SEARCH, "trials": 4, "pruner": "none", "leaders": 1,
+                                                "storage": postgres["url"]})
     env = {**os.environ, "COCO2YOLO_OFFLINE": "1"}
     argv = [sys.executable, "-m", "coco2yolo.kfold", str(exp), "--only", "search", "--devices", "cpu"]
     first = subprocess.run(argv[:4] + ["--only", "convert", "--devices", "cpu"], cwd=ROOT, env=env,
