@@ -31,7 +31,7 @@ demo: install
 	$(PY) -m coco2yolo.demo
 
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=25
 
 # Debian's headless Chromium and its driver, for the browser tests (.ci/run does this too)
 browser:

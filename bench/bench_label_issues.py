@@ -382,6 +382,8 @@ def fix_main(argv: list[str]) -> None:
     p.add_argument("--top", type=float, nargs="+", default=[0.5, 1.0, 2.0])
     p.add_argument("--test-share", type=float, default=0.3)
     p.add_argument("--work", default=str(OUT / "label_fix"), help="where the runs go (each step is skipped when done)")
+    p.add_argument("--no-own", action="store_true",
+                   help="skip the question on TrashNet's own labels (three out-of-fold trainings and one model fewer)")
     args = p.parse_args(argv)
     from coco2yolo.evaluation.metrics import interval
 
@@ -408,15 +410,17 @@ def fix_main(argv: list[str]) -> None:
                                   **fix_precision(fixed.with_name(fixed.stem + ".changes.csv"), truth, clean)}
         print(f"fixed_top{k}", fixes[f"fixed_top{k}"], flush=True)
     # the honest question: the top fixes on TrashNet's own labels
-    own_issues = oof_issues(train, "clean", work, args)
     k_own = round(args.top[len(args.top) // 2] * n_bad)
-    own_fixed = work / f"own_fixed_top{k_own}.json"
-    _run(["-m", "coco2yolo.review", "apply", "--gt", train, "--issues", own_issues, "--accept-top", k_own, "--out",
-          own_fixed], work / "logs" / "apply.log")
-    labels[f"own_fixed_top{k_own}"] = own_fixed
-    import csv
+    if not args.no_own:
+        own_issues = oof_issues(train, "clean", work, args)
+        own_fixed = work / f"own_fixed_top{k_own}.json"
+        _run(["-m", "coco2yolo.review", "apply", "--gt", train, "--issues", own_issues, "--accept-top", k_own, "--out",
+              own_fixed], work / "logs" / "apply.log")
+        labels[f"own_fixed_top{k_own}"] = own_fixed
+        import csv
 
-    own_actions = Counter(r["action"] for r in csv.DictReader(own_fixed.with_name(own_fixed.stem + ".changes.csv").open()))
+        own_actions = Counter(r["action"]
+                              for r in csv.DictReader(own_fixed.with_name(own_fixed.stem + ".changes.csv").open()))
     preds, seconds = {}, {}
     for name, path in labels.items():
         preds[name], seconds[name] = trained_predictions(path, name, work, test, args)
@@ -434,9 +438,14 @@ def fix_main(argv: list[str]) -> None:
                         "recovered_share": gain / loss if loss else None,
                         "recovered_share_ci95": list(interval(ratio[np.isfinite(ratio)]))}
     own = f"own_fixed_top{k_own}"
+    own_result = None if args.no_own else {
+        "k": k_own, "actions": dict(own_actions), "mAP50": scores[own]["mAP50"], "ci95": scores[own]["ci95"],
+        "minus_clean": scores[own]["mAP50"] - scores["clean"]["mAP50"],
+        "minus_clean_ci95": list(interval(scores[own]["_boot"] - ceiling))}
     record("label_fix" if args.work == str(OUT / "label_fix") else "label_fix_smoke", {
         "command": f"python bench/bench_label_issues.py fix --epochs {args.epochs} --imgsz {args.imgsz} --share "
-                   f"{args.share} --top {' '.join(map(str, args.top))} --test-share {args.test_share}",
+                   f"{args.share} --top {' '.join(map(str, args.top))} --test-share {args.test_share}"
+                   + (" --no-own" if args.no_own else ""),
         "train_images": len(clean["images"]), "train_boxes": len(clean["annotations"]),
         "held_out_images": len(json.loads(test.read_text())["images"]),
         "corrupted": {"swapped": len(truth["swapped"]), "shifted": len(truth["shifted"]), "deleted": len(truth["deleted"])},
@@ -444,10 +453,7 @@ def fix_main(argv: list[str]) -> None:
         "clean": {k: v for k, v in scores["clean"].items() if k != "_boot"},
         "corrupted_model": {k: v for k, v in scores["corrupted"].items() if k != "_boot"},
         "loss": loss, "loss_ci95": list(interval(ceiling - base)), "fixed": result,
-        "own_labels": {"k": k_own, "actions": dict(own_actions), "mAP50": scores[own]["mAP50"],
-                       "ci95": scores[own]["ci95"],
-                       "minus_clean": scores[own]["mAP50"] - scores["clean"]["mAP50"],
-                       "minus_clean_ci95": list(interval(scores[own]["_boot"] - ceiling))},
+        "own_labels": own_result,
         "seconds": round(time.time() - t0), "seconds_per_model": {k: round(v) for k, v in seconds.items()}})
 
 

@@ -240,7 +240,7 @@ def test_submission_reader(base, tmp_path_factory, capsys, seed):
     assert _tree_digest(work) == before
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
 @given(seed=SEEDS)
 def test_kfold_experiment_reader(base, tmp_path_factory, capsys, seed):
     """The experiment file, fuzzed: a plan or one line, never a traceback (with --dry-run nothing runs)."""

@@ -353,8 +353,9 @@ def _auto_search(doc: dict[str, Any], source: str) -> dict[str, Any]:
     base = {k: v for k, v in first.items() if k not in ("name", "device")}
     if not base:
         raise UserError(f"{source}: search: auto searches around the first model entry; list one under models")
-    if base.get("time") in (None, "auto"):
-        base.pop("time", None)
+    if base.get("time") == "auto":
+        raise UserError(f"{source}: search: auto searches around the first model entry, whose time: auto is only "
+                        "shared out after the search; give it a time: or epochs:")
     pretrained = any(str(base.get(k, "")).endswith(".pt") for k in ("model", "weights"))
     return {"base": base, "space": default_space(base, pretrained), "trials": 100,
             "budget": f"{_hours(doc['budget'], f'{source}: budget') * SEARCH_SHARE * 3600:.0f}s"}

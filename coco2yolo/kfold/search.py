@@ -7,7 +7,7 @@ process reports every epoch's validation mAP50 to its trial against the seconds 
 (``train_yolo.py --trial``), so the pruner (Hyperband, successive halving, or none) compares trials at equal
 cost and stops the poor ones early. With a ``budget``, every trial is given the same time R, chosen so that the
 race tries at least :data:`MIN_TRIALS` settings and the check below fits (:func:`trial_seconds`), and the
-pruner's rungs are R/9, R/3 and R.
+pruner's rungs are R/9, R/3 and R (a base with epochs rather than a ``time`` keeps its epochs).
 
 **The check.** A trial's validation mAP50 on one fold's few photos is one noisy number, and the best of many such
 numbers is biased upwards (a recipe chosen that way lost 0.12 mAP50 to the plain schedule on other photos). So
@@ -232,9 +232,10 @@ class SearchRun:
 
     def train_argv(self, entry: dict[str, Any], data: Path, name: str, device: str,
                    trial: int | None = None) -> list[str]:
-        """A training's command: the entry's flags, for R under a budget (an entry's own ``time`` otherwise)."""
+        """A training's command: the entry's flags; a time-budgeted entry trained for R under a budget (an entry
+        with epochs keeps them: R then only scales the pruner and the budget's share)."""
         entry = dict(entry)
-        if self.R is not None:
+        if self.R is not None and entry.get("time") is not None:
             entry["time"] = f"{self.R:.0f}s"
         args, _ = check_entry(entry, f"search {name}")  # its own flags, and --set for other Ultralytics keys
         argv = [*script_command("train"), "--data", str(data), *args, "--name", name, "--weights-dir",
@@ -301,7 +302,8 @@ class SearchRun:
         shown = "the baseline (the base entry as given)" if baseline else " ".join(f"{k}={v}" for k, v in params.items())
         self._say(f"search: trial {trial.number} on {device}: {shown}")
         left = self.left()
-        timeout = None if left is None or self.R is not None else max(left, 60) + 60
+        timed = self.R is not None and entry.get("time") is not None
+        timeout = None if left is None or timed else max(left, 60) + 60
         rc, cut, seconds = self._run(argv, self.exp.out / "logs" / f"search__trial{trial.number}.log",
                                      trial._trial_id, timeout)
         side = _read_json(self.out_dir / "weights" / f"search_t{trial.number}.json")

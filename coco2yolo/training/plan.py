@@ -31,6 +31,7 @@ RULE_FILE = Path(__file__).resolve().parent.parent / "cfg" / "epochs_needed.yaml
 PROBE_STEPS = 3
 VAL_SHARE = 1 / 3      # a validation image costs about a third of a training image
 STARTUP = 15.0         # seconds from the plan to the first epoch (model build, dataset scan)
+PROBE_SHARE = 0.1      # the probes spend at most this share of the budget (the first one always runs)
 FREEZE = 10            # a frozen pretrained backbone: YOLOv5u/v8's first 10 layers
 
 
@@ -276,6 +277,9 @@ def make_plan(settings: dict[str, Any], given: set[str], counts: tuple[int, int,
                 continue
             if any(x.freeze == freeze and x.seconds_per_epoch and x.epochs < need for x in cands):
                 c.note = "a smaller size already falls short"
+                continue
+            if any(x.seconds_per_epoch for x in cands) and time.time() - t_plan > PROBE_SHARE * budget:
+                c.note = f"the probes' share of the budget ({PROBE_SHARE:.0%}) is spent"
                 continue
             t0 = time.time()
             per_image = None
