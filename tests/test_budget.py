@@ -328,7 +328,9 @@ def test_the_rule_file_is_fitted_to_measured_runs():
     from coco2yolo.training.plan import rule
 
     r = rule()
-    assert 5 <= r["epochs_needed"] <= 200 and 1.0 <= r["overhead"] <= 5.0
+    # overhead: measured epoch seconds over the probe's projection (below 1 where a real batch of 16 runs faster per
+    # image than the probe's two-image steps, as on the CPU it was fitted on)
+    assert 5 <= r["epochs_needed"] <= 200 and 0.3 <= r["overhead"] <= 5.0
     assert r["runs"], "the rule's data: the measured runs it was fitted to"
     for run in r["runs"]:
         assert {"imgsz", "epochs", "val_mAP50_by_epoch", "reached_at"} <= set(run)
