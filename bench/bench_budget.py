@@ -148,8 +148,8 @@ def entry_flags(entry: dict) -> list[str]:
 
 def fit_rule(sidecars: list[Path], paths: dict[str, Path]) -> None:
     """The plan's rule from the fixed runs (bench docstring): ``epochs_needed`` is the latest epoch, over the runs,
-    at which a run's running best validation mAP50 first came within 5% of its best; ``overhead`` the median ratio
-    of a run's measured seconds per epoch to the probe's projection (data loading, augmentation, validation).
+    at which a run's running best validation mAP50 first came within 5% of its best; ``overhead`` the upper median
+    ratio of a run's measured seconds per epoch to the probe's projection (with two runs the larger: the safer) (data loading, augmentation, validation).
 
     Every run counts. An earlier form of this rule kept only the runs whose curve levelled off (the last quarter of
     the epochs adding less than 5% of the best), but a timed run never does: Ultralytics' ``time`` fits the whole
@@ -198,8 +198,8 @@ def fit_rule(sidecars: list[Path], paths: dict[str, Path]) -> None:
         "# curves of fixed-size 20-minute CPU runs (TrashNet, 540 training / 60 validation photos; the 400 held-out\n"
         "# photos never enter). epochs_needed: the latest epoch, over the runs, at which a run's running best first came\n"
         "# within 5% of its best (a timed run's schedule anneals to its end, so none levels off: each says it needs at\n"
-        "# least that many). overhead: the median ratio of a run's measured seconds per epoch to the probe's\n"
-        "# projection (data loading, augmentation, validation).\n" + yaml.safe_dump(doc, sort_keys=False, width=120))
+        "# least that many). overhead: the upper median ratio of a run's measured seconds per epoch to the\n"
+        "# probe's projection (data loading, augmentation, validation; with two runs, the larger).\n" + yaml.safe_dump(doc, sort_keys=False, width=120))
     print(f"fit: epochs_needed {doc['epochs_needed']}, overhead {doc['overhead']} -> {RULE_FILE}", flush=True)
 
 

@@ -295,15 +295,16 @@ def test_final_modes_plan_their_jobs(sample, tmp_path, capsys):
         assert ("train/a/all" in out) == refit
 
 
-def test_a_search_whose_trials_keep_failing_stops_in_one_line(sample, tmp_path, capsys):
-    """A base entry that parses but cannot train (a 'checkpoint' that is text): three failures, then one line."""
+def test_a_search_whose_baseline_cannot_train_stops_in_one_line(sample, tmp_path, capsys):
+    """A base entry that parses but cannot train (a 'checkpoint' that is text): the baseline fails, and the search
+    stops at once (no race without its baseline) in one line that says why."""
     bad = tmp_path / "broken.pt"
     bad.write_text("not a checkpoint")
     exp = _experiment(tmp_path, sample, search={**SEARCH, "base": {**SEARCH["base"], "weights": str(bad)},
                                                 "trials": 10})
     code, out, err = run_cli(kfold.main, kfold.get_args_parser(), [exp, "--only", "search", "--devices", "cpu"], capsys)
-    _one_line(code, err, "3 trials in a row failed")
-    assert out.count("failed (exit 2)") == 3 and "cannot read weights" in err
+    _one_line(code, err, "baseline (the base entry as given) did not complete")
+    assert out.count("failed (exit 2)") == 1 and "cannot read weights" in err
 
 
 # --- the plan of a time budget ------------------------------------------------------------------------------
@@ -451,3 +452,7 @@ def test_search_auto_takes_a_third_of_the_experiments_budget(sample, tmp_path, c
     exp = _experiment(tmp_path, sample, search="auto")
     code, _, err = run_cli(kfold.main, kfold.get_args_parser(), [exp, "--dry-run", "--devices", "cpu"], capsys)
     _one_line(code, err, "search: auto needs a top-level budget")
+    exp = _experiment(tmp_path, sample, budget="3h", search="auto",
+                      models=[{"name": "a", "model": "yolov5nu.yaml", "time": "auto", "imgsz": 64}])
+    code, _, err = run_cli(kfold.main, kfold.get_args_parser(), [exp, "--dry-run", "--devices", "cpu"], capsys)
+    _one_line(code, err, "whose time: auto is only shared out after the search")

@@ -7,7 +7,8 @@ process reports every epoch's validation mAP50 to its trial against the seconds 
 (``train_yolo.py --trial``), so the pruner (Hyperband, successive halving, or none) compares trials at equal
 cost and stops the poor ones early. With a ``budget``, every trial is given the same time R, chosen so that the
 race tries at least :data:`MIN_TRIALS` settings and the check below fits (:func:`trial_seconds`), and the
-pruner's rungs are R/9, R/3 and R (a base with epochs rather than a ``time`` keeps its epochs).
+pruner's rungs are R/9, R/3 and R (a base with ``epochs`` and no ``time`` keeps its epochs, each training bounded
+all the same).
 
 **The check.** A trial's validation mAP50 on one fold's few photos is one noisy number, and the best of many such
 numbers is biased upwards (a recipe chosen that way lost 0.12 mAP50 to the plain schedule on other photos). So
@@ -201,10 +202,14 @@ class SearchRun:
         from optuna.trial import TrialState
 
         trials = self.study.get_trials(deepcopy=False)
-        if not any(_is_baseline(t) and t.state in (TrialState.COMPLETE, TrialState.RUNNING) for t in trials):
-            return False
         left = self.left()
-        return _finished(self.study) >= self.search.trials or (left is not None and left <= 30)
+        if left is not None and left <= 30:  # the budget ends the race, whatever else (run() says if no baseline)
+            return True
+        states = {t.state for t in trials if _is_baseline(t)}
+        if not states & {TrialState.COMPLETE, TrialState.RUNNING}:
+            # not yet run (or its retry waits): go on; failed with no retry: stop, run() says so in one line
+            return bool(states) and states <= {TrialState.FAIL}
+        return _finished(self.study) >= self.search.trials
 
     def done(self) -> bool:
         """The whole search is done: its decision is in best.yaml."""
@@ -230,12 +235,16 @@ class SearchRun:
                    if t.state != TrialState.FAIL or t.user_attrs.get("retried")):
             self.study.enqueue_trial({}, user_attrs={"baseline": True})
 
+    def timed(self, entry: dict[str, Any]) -> bool:
+        """Whether a training of ``entry`` is given R: under a budget, unless the entry asks for epochs and no time."""
+        return self.R is not None and (entry.get("time") is not None or entry.get("epochs") is None)
+
     def train_argv(self, entry: dict[str, Any], data: Path, name: str, device: str,
                    trial: int | None = None) -> list[str]:
         """A training's command: the entry's flags; a time-budgeted entry trained for R under a budget (an entry
         with epochs keeps them: R then only scales the pruner and the budget's share)."""
         entry = dict(entry)
-        if self.R is not None and entry.get("time") is not None:
+        if self.timed(entry):
             entry["time"] = f"{self.R:.0f}s"
         args, _ = check_entry(entry, f"search {name}")  # its own flags, and --set for other Ultralytics keys
         argv = [*script_command("train"), "--data", str(data), *args, "--name", name, "--weights-dir",
@@ -302,8 +311,7 @@ class SearchRun:
         shown = "the baseline (the base entry as given)" if baseline else " ".join(f"{k}={v}" for k, v in params.items())
         self._say(f"search: trial {trial.number} on {device}: {shown}")
         left = self.left()
-        timed = self.R is not None and entry.get("time") is not None
-        timeout = None if left is None or timed else max(left, 60) + 60
+        timeout = None if left is None or self.timed(entry) else max(left, 60) + 60
         rc, cut, seconds = self._run(argv, self.exp.out / "logs" / f"search__trial{trial.number}.log",
                                      trial._trial_id, timeout)
         side = _read_json(self.out_dir / "weights" / f"search_t{trial.number}.json")
@@ -397,7 +405,10 @@ class SearchRun:
         self._say(f"search: check {key} on {device}: trial {race.number}"
                   f"{' (baseline)' if _is_baseline(race) else ''} retrained on fold {fold}")
         log = self.exp.out / "logs" / f"search__{name}.log"
-        rc, _, seconds = self._run(self.train_argv(entry, data / "data.yaml", name, device), log, trial._trial_id, None)
+        # an entry with epochs (no time) under a budget: bounded all the same, by twice what the budget sets aside
+        bound = None if self.R is None or self.timed(entry) else 2 * (self.R + OVERHEAD)
+        rc, cut, seconds = self._run(self.train_argv(entry, data / "data.yaml", name, device), log, trial._trial_id,
+                                     bound)
         preds = self.out_dir / "check" / f"{name}_val.json"
         if rc == 0:
             make_dirs(preds.parent)
@@ -409,7 +420,9 @@ class SearchRun:
             self.storage.set_trial_user_attr(trial._trial_id, "seconds", seconds)
             if rc != 0:
                 self.check.tell(trial, state=TrialState.FAIL)
-                self.failure = f"the search's check {key} failed (exit {rc}): {_last_line(log)} (see {log})"
+                self.failure = (f"the search's check {key} took more than {bound:.0f} s, twice what the budget keeps "
+                                "for it: give the base a time: rather than epochs:, or a larger budget" if cut else
+                                f"the search's check {key} failed (exit {rc}): {_last_line(log)} (see {log})")
                 self._stop.set()
                 return False
             self.storage.set_trial_user_attr(trial._trial_id, "preds", str(preds))
@@ -542,8 +555,13 @@ class SearchRun:
         self._wait_for_race()
         base, leaders = self.leaders()
         if base is None:
-            raise UserError(f"the recipe search's baseline (the base entry as given) did not complete; see "
-                            f"{self.out_dir / 'trials.csv'} and {self.exp.out / 'logs'}")
+            from optuna.trial import TrialState
+
+            failed = [t.number for t in self.study.get_trials(deepcopy=False)
+                      if _is_baseline(t) and t.state == TrialState.FAIL]
+            why = _last_line(self.exp.out / "logs" / f"search__trial{failed[-1]}.log") if failed else ""
+            raise UserError(f"the recipe search's baseline (the base entry as given) did not complete"
+                            f"{': ' + why if why else ''}; see {self.out_dir / 'trials.csv'} and {self.exp.out / 'logs'}")
         if not leaders:
             self._say("search: no trial besides the baseline completed: the baseline is kept")
         else:
