@@ -301,7 +301,8 @@ def trained_predictions(labels: Path, name: str, work: Path, test: Path, args) -
     log.parent.mkdir(parents=True, exist_ok=True)
     ds = work / "data" / name
     seconds = _run(["-m", "coco2yolo", labels, "--out", ds, "--clean", "--all-train"], log)
-    m = base_model(args.epochs, args.imgsz, optimizer="SGD", lr0=0.01, warmup_epochs=3.0, close_mosaic=10)
+    m = base_model(getattr(args, "final_epochs", None) or args.epochs, args.imgsz, optimizer="SGD", lr0=0.01,
+                   warmup_epochs=3.0, close_mosaic=10)
     seconds += _run(["train_yolo.py", "--data", ds / "data.yaml", "--model", m["model"], "--weights", m["weights"],
                      "--epochs", m["epochs"], "--imgsz", m["imgsz"], "--batch", m["batch"], "--no-val", "--no-plots",
                      "--seed", "0", "--optimizer", "SGD", "--lr0", "0.01", "--device", "cpu", "--name", f"fix_{name}",
@@ -382,6 +383,8 @@ def fix_main(argv: list[str]) -> None:
     p.add_argument("--top", type=float, nargs="+", default=[0.5, 1.0, 2.0])
     p.add_argument("--test-share", type=float, default=0.3)
     p.add_argument("--work", default=str(OUT / "label_fix"), help="where the runs go (each step is skipped when done)")
+    p.add_argument("--final-epochs", type=int, default=None,
+                   help="epochs of the models scored on the held-out photos (default: --epochs, as the folds)")
     p.add_argument("--no-own", action="store_true",
                    help="skip the question on TrashNet's own labels (three out-of-fold trainings and one model fewer)")
     args = p.parse_args(argv)
@@ -445,6 +448,7 @@ def fix_main(argv: list[str]) -> None:
     record("label_fix" if args.work == str(OUT / "label_fix") else "label_fix_smoke", {
         "command": f"python bench/bench_label_issues.py fix --epochs {args.epochs} --imgsz {args.imgsz} --share "
                    f"{args.share} --top {' '.join(map(str, args.top))} --test-share {args.test_share}"
+                   + (f" --final-epochs {args.final_epochs}" if args.final_epochs else "")
                    + (" --no-own" if args.no_own else ""),
         "train_images": len(clean["images"]), "train_boxes": len(clean["annotations"]),
         "held_out_images": len(json.loads(test.read_text())["images"]),

@@ -201,15 +201,13 @@ class SearchRun:
         """Enough trials, or the race's budget spent; never before the baseline has run (or is running)."""
         from optuna.trial import TrialState
 
-        trials = self.study.get_trials(deepcopy=False)
-        left = self.left()
-        if left is not None and left <= 30:  # the budget ends the race, whatever else (run() says if no baseline)
-            return True
-        states = {t.state for t in trials if _is_baseline(t)}
+        states = {t.state for t in self.study.get_trials(deepcopy=False) if _is_baseline(t)}
         if not states & {TrialState.COMPLETE, TrialState.RUNNING}:
-            # not yet run (or its retry waits): go on; failed with no retry: stop, run() says so in one line
+            # not yet run (or its retry waits): run it, even past the budget; failed with no retry left: stop at
+            # once (no race without its baseline), run() says so in one line
             return bool(states) and states <= {TrialState.FAIL}
-        return _finished(self.study) >= self.search.trials
+        left = self.left()
+        return _finished(self.study) >= self.search.trials or (left is not None and left <= 30)
 
     def done(self) -> bool:
         """The whole search is done: its decision is in best.yaml."""
