@@ -150,37 +150,6 @@ def test_a_search_with_no_models_plans_its_winner(sample, tmp_path, capsys):
     jobs = {j.id for j in build(e, internal)}
     assert {"train/search_best/fold0", "train/search_best/all", "test/ensemble", "summary"} <= jobs
 
-def test_two_search_processes_share_one_sqlite_study(sample, tmp_path):
-    """The default storage (SQLite in the experiment's folder): two --only search processes at once finish the
-    trials asked with none run twice; the baseline raced first, its leader checked on another fold. (A killed
-    process and its retried trial: the PostgreSQL test below.)"""
-    exp = _experiment(tmp_path, sample, search={**SEARCH, "trials": 2, "pruner": "none", "leaders": 1})
-    env = {**os.environ, "COCO2YOLO_OFFLINE": "1"}
-    argv = [sys.executable, "-m", "coco2yolo.kfold", str(exp), "--only", "search", "--devices", "cpu"]
-    first = subprocess.run(argv[:4] + ["--only", "convert", "--devices", "cpu"], cwd=ROOT, env=env,
-                           capture_output=True, text=True, timeout=300)
-    assert first.returncode == 0, first.stderr
-    procs = [subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-             for _ in range(2)]
-    outs = [p.communicate(timeout=900)[0] for p in procs]
-    assert all(p.returncode == 0 for p in procs), outs
-    started = [line.split()[2] for text in outs for line in text.splitlines()
-               if line.startswith("search: trial") and " on cpu:" in line]
-    assert len(started) == len(set(started)) >= 2, started  # no trial number ran twice
-    import optuna
-
-    study = optuna.load_study(study_name="search", storage=f"sqlite:///{tmp_path / 'exp' / 'search.db'}")
-    states = [t.state.name for t in study.trials]
-    assert states.count("COMPLETE") >= 2 and "RUNNING" not in states, states
-    rows = list(csv.DictReader((tmp_path / "exp" / "search" / "trials.csv").open()))
-    assert [r["role"] for r in rows].count("baseline") == 1 and rows[0]["role"] == "baseline", rows
-    best = yaml.safe_load((tmp_path / "exp" / "search" / "best.yaml").read_text())
-    d = best["search"]
-    assert isinstance(d["beats_baseline"], bool) and d["check_folds"] == [1] and len(d["leaders"]) == 1
-    assert d["kept"] == "baseline" or (d["beats_baseline"] and d["ci95"][0] > 0)
-    assert all(len(r["ci95"]) == 2 for r in d["leaders"]) and d["check_images"] > 0
-
-
 # --- the search on a real PostgreSQL server -------------------------------------------------------------
 
 @pytest.fixture(scope="module")
