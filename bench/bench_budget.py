@@ -149,7 +149,8 @@ def entry_flags(entry: dict) -> list[str]:
 def fit_rule(sidecars: list[Path], paths: dict[str, Path]) -> None:
     """The plan's rule from the fixed runs (bench docstring): ``epochs_needed`` is the latest epoch, over the runs,
     at which a run's running best validation mAP50 first came within 5% of its best; ``overhead`` the upper median
-    ratio of a run's measured seconds per epoch to the probe's projection (with two runs the larger: the safer) (data loading, augmentation, validation).
+    ratio of a run's measured seconds per epoch to the probe's projection (data loading, augmentation, validation;
+    with two runs the larger, the safer).
 
     Every run counts. An earlier form of this rule kept only the runs whose curve levelled off (the last quarter of
     the epochs adding less than 5% of the best), but a timed run never does: Ultralytics' ``time`` fits the whole

@@ -301,7 +301,7 @@ def trained_predictions(labels: Path, name: str, work: Path, test: Path, args) -
     log.parent.mkdir(parents=True, exist_ok=True)
     ds = work / "data" / name
     seconds = _run(["-m", "coco2yolo", labels, "--out", ds, "--clean", "--all-train"], log)
-    m = base_model(getattr(args, "final_epochs", None) or args.epochs, args.imgsz, optimizer="SGD", lr0=0.01,
+    m = base_model(args.final_epochs or args.epochs, args.imgsz, optimizer="SGD", lr0=0.01,
                    warmup_epochs=3.0, close_mosaic=10)
     seconds += _run(["train_yolo.py", "--data", ds / "data.yaml", "--model", m["model"], "--weights", m["weights"],
                      "--epochs", m["epochs"], "--imgsz", m["imgsz"], "--batch", m["batch"], "--no-val", "--no-plots",
@@ -440,7 +440,7 @@ def fix_main(argv: list[str]) -> None:
                         "minus_corrupted": gain, "minus_corrupted_ci95": list(interval(scores[name]["_boot"] - base)),
                         "recovered_share": gain / loss if loss else None,
                         "recovered_share_ci95": list(interval(ratio[np.isfinite(ratio)]))}
-    own = f"own_fixed_top{k_own}"
+    own = f"own_fixed_top{k_own}"  # scored above unless --no-own
     own_result = None if args.no_own else {
         "k": k_own, "actions": dict(own_actions), "mAP50": scores[own]["mAP50"], "ci95": scores[own]["ci95"],
         "minus_clean": scores[own]["mAP50"] - scores["clean"]["mAP50"],
