@@ -14,7 +14,19 @@ download) at 1024 px. For each image size (640 and 1024):
 
 Then the plan of a time budget on this GPU (issue 24): ``train_yolo.py --time 4m`` with the image size left open
 (pretrained weights where ``--weights`` names them): the candidates the probes measured, the epochs each would
-reach, the one chosen, and the chosen run's measured seconds per epoch against the plan's projection.
+reach, the one chosen, and the chosen run's measured seconds per epoch against the plan's projection. With
+``--plan-data TRAIN.json`` (a COCO file of real photos, e.g. bench_budget.py's 600-photo TrashNet subset) the plan
+step trains there instead, converted as bench_budget.py converts it (``--val-fraction 0.1 --seed 0``) with the
+project's default model, as bench_budget.py's ``plan`` step does, and ``--plan-baseline`` adds the same budget with
+``--no-plan`` (today's defaults, Ultralytics' meaning of ``time``). ``--keep DIR`` copies their weights and sidecars
+there, so the 400 held-out photos can be scored where they are (``infer.py --weights DIR/gpu_planned.pt --images
+bench/out/budget/data/test.json``, then ``evaluate.py`` beside bench_budget.py's CPU predictions). A machine lent for
+a few minutes (issue 24's GPU check):
+
+    python bench/bench_gpu.py --sizes 1024 --images 256 --epochs 3 --plan-budget 90s \
+        --plan-data bench/out/budget/data/train.json --plan-baseline --weights ../shared/weights/yolov5n.pt --keep OUT
+
+The JSON file is rewritten after every step, so a run cut short keeps what it measured.
 
 Writes one JSON file (``--out``), with the machine, the versions, every figure and its baseline.
 """
@@ -98,6 +110,12 @@ def main() -> None:
     p.add_argument("--work", default=None, help="working folder (default: a new one under /tmp)")
     p.add_argument("--plan-budget", default="4m", help="the budget of the plan step (--time of a run with the size open)")
     p.add_argument("--weights", default=None, help="pretrained weights for the plan step (e.g. ../shared/weights/yolov5n.pt)")
+    p.add_argument("--plan-data", default=None, help="a COCO training file of real photos for the plan step")
+    p.add_argument("--keep", default=None, help="copy the plan step's weights and sidecar into this folder")
+    p.add_argument("--skip-throughput", action="store_true", help="only the plan step")
+    p.add_argument("--plan-baseline", action="store_true",
+                   help="with --plan-data: also the same budget with --no-plan (today's defaults: epochs only)")
+    p.add_argument("--step-timeout", type=float, default=3600, help="seconds each training may take")
     args = p.parse_args()
     import tempfile
 
@@ -130,13 +148,21 @@ def main() -> None:
     import ultralytics
 
     result["ultralytics"] = ultralytics.__version__
-    for imgsz in args.sizes:
+
+    def save() -> None:
+        result["seconds"] = time.time() - t_start
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(args.out).with_suffix(".part")
+        tmp.write_text(json.dumps(result, indent=2))
+        tmp.replace(args.out)
+
+    def throughput(imgsz: int) -> None:
         r: dict = {}
         name = f"ours_{imgsz}"
         _run([sys.executable, "train_yolo.py", "--data", str(ds / "data.yaml"), "--model", args.model, "--epochs",
               str(args.epochs), "--imgsz", str(imgsz), "--batch", str(args.batch), "--device", device, "--workers",
               str(args.workers), "--name", name, "--weights-dir", str(work / "weights"), "--exist-ok", "--no-plots",
-              "--amp", "true" if amp else "false", "--patience", "1000"], env, work / f"{name}.log", 3600)
+              "--amp", "true" if amp else "false", "--patience", "1000"], env, work / f"{name}.log", args.step_timeout)
         side = json.loads((work / "weights" / f"{name}.json").read_text())
         r["train_images_per_s"], r["train_epoch_seconds"] = _images_per_s(Path(side["run_dir"]) / "results.csv", n_train)
         r["train_peak_gpu_gb"] = side.get("gpu_peak_memory_gb")
@@ -144,7 +170,7 @@ def main() -> None:
         out = _run([sys.executable, "-c", BASELINE, json.dumps({
             "model": args.model, "data": str(ds / "data.yaml"), "epochs": args.epochs, "imgsz": imgsz,
             "batch": args.batch, "device": device, "workers": args.workers, "project": str(work / "runs" / "base"),
-            "name": base, "amp": amp})], env, work / f"{base}.log", 3600)
+            "name": base, "amp": amp})], env, work / f"{base}.log", args.step_timeout)
         r["baseline_train_images_per_s"], r["baseline_train_epoch_seconds"] = _images_per_s(
             work / "runs" / "base" / base / "results.csv", n_train)
         r["baseline_train_peak_gpu_gb"] = json.loads(out.split("PEAK_GB", 1)[1].split()[0])
@@ -165,22 +191,50 @@ def main() -> None:
         r["infer_ratio_ours_to_bare_predict"] = r["infer_images_per_s"] / r["baseline_infer_images_per_s"]
         result["sizes"][str(imgsz)] = r
         print(imgsz, json.dumps(r), flush=True)
+
+    for imgsz in ([] if args.skip_throughput else args.sizes):
+        try:
+            throughput(imgsz)
+        except (SystemExit, subprocess.TimeoutExpired, OSError, ValueError, KeyError) as err:
+            result["sizes"][str(imgsz)] = {"error": str(err)}
+            print(imgsz, "failed:", err, flush=True)
+        save()
     budget = "20s" if args.dry else args.plan_budget
     plan_args = ["--weights", args.weights] if args.weights else []
-    _run([sys.executable, "train_yolo.py", "--data", str(ds / "data.yaml"), "--model", args.model, *plan_args, "--time",
-          budget, "--batch", str(args.batch), "--device", device, "--workers", str(args.workers), "--name", "planned",
-          "--weights-dir", str(work / "weights"), "--exist-ok", "--no-plots"], env, work / "planned.log", 3600)
-    side = json.loads((work / "weights" / "planned.json").read_text())
-    plan = side.get("plan") or {}
-    chosen = plan.get("chosen") or {}
-    result["plan"] = {"budget": budget, "candidates": plan.get("candidates"), "chosen": chosen, "why": plan.get("why"),
-                      "probe_seconds": plan.get("probe_seconds"), "epochs_done": side.get("epochs_done"),
-                      "measured_seconds_per_epoch": side.get("seconds_per_epoch"),
-                      "projected_seconds_per_epoch": chosen.get("seconds_per_epoch")}
-    print("plan", json.dumps(result["plan"]), flush=True)
-    result["seconds"] = time.time() - t_start
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2))
+    if args.plan_data:  # real photos, as bench_budget.py's plan step: its split, its default model, its seed
+        real = work / "real"
+        _run([sys.executable, "-m", "coco2yolo", args.plan_data, "--out", str(real), "--val-fraction", "0.1", "--seed",
+              "0"], env, work / "convert_real.log", 600)
+        plan_args += ["--data", str(real / "data.yaml"), "--seed", "0"] + (["--model", args.model] if args.dry else [])
+        result["plan_data"] = args.plan_data
+    else:
+        plan_args += ["--data", str(ds / "data.yaml"), "--model", args.model, "--batch", str(args.batch)]
+    names = ["planned"] + (["noplan"] if args.plan_data and args.plan_baseline else [])
+    for name in names:
+        _run([sys.executable, "train_yolo.py", *plan_args, "--time", budget, "--device", device, "--workers",
+              str(args.workers), "--name", name, "--weights-dir", str(work / "weights"), "--exist-ok", "--no-plots",
+              *(["--no-plan"] + (["--imgsz", "64"] if args.dry else []) if name == "noplan" else [])], env,
+             work / f"{name}.log", args.step_timeout)
+        if args.keep:
+            import shutil
+
+            Path(args.keep).mkdir(parents=True, exist_ok=True)
+            for suffix in (".pt", ".json"):
+                shutil.copy2(work / "weights" / f"{name}{suffix}", Path(args.keep) / f"gpu_{name}{suffix}")
+        side = json.loads((work / "weights" / f"{name}.json").read_text())
+        if name == "noplan":
+            result["noplan"] = {"budget": budget, "imgsz": side.get("imgsz"), "epochs_done": side.get("epochs_done"),
+                                "measured_seconds_per_epoch": side.get("seconds_per_epoch")}
+        else:
+            plan = side.get("plan") or {}
+            chosen = plan.get("chosen") or {}
+            result["plan"] = {"budget": budget, "candidates": plan.get("candidates"), "chosen": chosen,
+                              "why": plan.get("why"), "probe_seconds": plan.get("probe_seconds"),
+                              "epochs_done": side.get("epochs_done"),
+                              "measured_seconds_per_epoch": side.get("seconds_per_epoch"),
+                              "projected_seconds_per_epoch": chosen.get("seconds_per_epoch")}
+        print(name, json.dumps(result.get(name, result.get("plan"))), flush=True)
+        save()
     print(json.dumps(result, indent=2))
 
 
