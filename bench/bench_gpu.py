@@ -37,6 +37,7 @@ import argparse
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -216,8 +217,6 @@ def main() -> None:
               *(["--no-plan"] + (["--imgsz", "64"] if args.dry else []) if name == "noplan" else [])], env,
              work / f"{name}.log", args.step_timeout)
         if args.keep:
-            import shutil
-
             Path(args.keep).mkdir(parents=True, exist_ok=True)
             for suffix in (".pt", ".json"):
                 shutil.copy2(work / "weights" / f"{name}{suffix}", Path(args.keep) / f"gpu_{name}{suffix}")
@@ -233,7 +232,7 @@ def main() -> None:
                               "epochs_done": side.get("epochs_done"),
                               "measured_seconds_per_epoch": side.get("seconds_per_epoch"),
                               "projected_seconds_per_epoch": chosen.get("seconds_per_epoch")}
-        print(name, json.dumps(result.get(name, result.get("plan"))), flush=True)
+        print(name, json.dumps(result["noplan" if name == "noplan" else "plan"]), flush=True)
         save()
     print(json.dumps(result, indent=2))
 
