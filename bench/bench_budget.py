@@ -150,7 +150,8 @@ def fit_rule(sidecars: list[Path], paths: dict[str, Path]) -> None:
     """The plan's rule from the fixed runs (bench docstring): ``epochs_needed`` is the latest epoch, over the runs,
     at which a run's running best validation mAP50 first came within 5% of its best; ``overhead`` the upper median
     ratio of a run's measured seconds per epoch to the probe's projection (data loading, augmentation, validation;
-    with two runs the larger, the safer).
+    with two runs the larger, the safer); ``overhead_by_imgsz`` that ratio for each size, which the plan interpolates
+    (it grows with the size).
 
     Every run counts. An earlier form of this rule kept only the runs whose curve levelled off (the last quarter of
     the epochs adding less than 5% of the best), but a timed run never does: Ultralytics' ``time`` fits the whole
@@ -191,7 +192,11 @@ def fit_rule(sidecars: list[Path], paths: dict[str, Path]) -> None:
     if not reached:
         sys.exit("fit: no fixed run has a validation curve; run the fixed steps first")
     ratios.sort()
+    by_size: dict[int, float] = {}
+    for r in runs:  # the plan interpolates between sizes (plan.overhead_for); two runs of one size: the larger
+        by_size[r["imgsz"]] = max(by_size.get(r["imgsz"], 0.0), r["overhead"])
     doc = {"epochs_needed": max(reached), "overhead": round(ratios[len(ratios) // 2], 3),
+           "overhead_by_imgsz": dict(sorted(by_size.items())),
            "fitted_on": f"bench/bench_budget.py --steps fit, {time.strftime('%Y-%m-%d')}, TrashNet 540/60 photos, CPU",
            "runs": runs}
     RULE_FILE.write_text(
@@ -200,7 +205,9 @@ def fit_rule(sidecars: list[Path], paths: dict[str, Path]) -> None:
         "# photos never enter). epochs_needed: the latest epoch, over the runs, at which a run's running best first came\n"
         "# within 5% of its best (a timed run's schedule anneals to its end, so none levels off: each says it needs at\n"
         "# least that many). overhead: the upper median ratio of a run's measured seconds per epoch to the\n"
-        "# probe's projection (data loading, augmentation, validation; with two runs, the larger).\n" + yaml.safe_dump(doc, sort_keys=False, width=120))
+        "# probe's projection (data loading, augmentation, validation; with two runs, the larger), the plan's fallback.\n"
+        "# overhead_by_imgsz: that ratio for each measured size; it grows with the size, and the plan interpolates it\n"
+        "# (coco2yolo/training/plan.py: overhead_for).\n" + yaml.safe_dump(doc, sort_keys=False, width=120))
     print(f"fit: epochs_needed {doc['epochs_needed']}, overhead {doc['overhead']} -> {RULE_FILE}", flush=True)
 
 

@@ -294,6 +294,27 @@ def test_the_plan_takes_the_largest_size_that_reaches_the_epochs_needed():
     assert choose([Candidate(320, 0, 16, note="cannot probe")], 20)[0] is None
 
 
+def test_the_probe_to_epoch_factor_is_interpolated_by_image_size():
+    from coco2yolo.training.plan import overhead_for
+
+    fitted = {"overhead": 1.0, "overhead_by_imgsz": {320: 0.8, 640: 1.2}}
+    assert overhead_for(fitted, 320) == 0.8 and overhead_for(fitted, 640) == 1.2
+    assert abs(overhead_for(fitted, 480) - 1.0) < 1e-9 and abs(overhead_for(fitted, 416) - 0.92) < 1e-9
+    assert overhead_for(fitted, 256) == 0.8 and overhead_for(fitted, 1024) == 1.2  # the nearest measured size
+    assert overhead_for({"overhead": 0.9}, 1024) == 0.9  # a rule without sizes: the one factor
+
+
+def test_a_malformed_rule_is_one_line(tmp_path, monkeypatch):
+    from coco2yolo.errors import UserError
+    from coco2yolo.training import plan
+
+    bad = tmp_path / "epochs_needed.yaml"
+    bad.write_text("epochs_needed: 32\noverhead: 0.9\noverhead_by_imgsz: {320: -1}\n")
+    monkeypatch.setattr(plan, "RULE_FILE", bad)
+    with pytest.raises(UserError, match="overhead_by_imgsz"):
+        plan.rule()
+
+
 def test_the_rule_file_is_fitted_to_measured_runs():
     from coco2yolo.training.plan import rule
 
@@ -302,6 +323,10 @@ def test_the_rule_file_is_fitted_to_measured_runs():
     # image than the probe's two-image steps, as on the CPU it was fitted on)
     assert 5 <= r["epochs_needed"] <= 200 and 0.3 <= r["overhead"] <= 5.0
     assert r["runs"], "the rule's data: the measured runs it was fitted to"
+    # one factor per measured size, as fitted (bench_budget's fit step): a probe misses more at larger sizes
+    by_size = r["overhead_by_imgsz"]
+    assert sorted(by_size) == sorted({run["imgsz"] for run in r["runs"]}) and len(by_size) >= 2
+    assert by_size[max(by_size)] > by_size[min(by_size)]
     for run in r["runs"]:
         assert {"imgsz", "epochs", "val_mAP50_by_epoch", "reached_at"} <= set(run)
 

@@ -8,7 +8,8 @@ halved where a GPU runs out of memory), a short probe on this device measures th
 training steps on the real model at that size, counted inside the budget; see :func:`probe`), and the epochs each
 would reach in what is left of the budget follow. The rule (:func:`choose`): **the largest image size that still
 reaches the epochs a run needs**, unfrozen if it can, where that number (and the factor from probed to measured
-epoch time) is fitted to this project's own measured runs, kept in ``cfg/epochs_needed.yaml``. Settings the user
+epoch time, per image size: see :func:`overhead_for`) is fitted to this project's own measured runs, kept in
+``cfg/epochs_needed.yaml``. Settings the user
 gave stay fixed; ``--no-plan`` keeps Ultralytics' meaning (epochs only).
 
 The plan is printed as one block before the first epoch and recorded in the sidecar as ``plan: {candidates:
@@ -96,7 +97,29 @@ def rule() -> dict[str, Any]:
     doc = load_yaml_mapping(RULE_FILE, "plan rule")
     if not isinstance(doc.get("epochs_needed"), int) or not isinstance(doc.get("overhead"), (int, float)):
         raise UserError(f"{RULE_FILE}: needs epochs_needed (an integer) and overhead (a number)")
+    by_size = doc.get("overhead_by_imgsz") or {}
+    if not isinstance(by_size, dict) or not all(
+            isinstance(k, int) and not isinstance(k, bool) and k > 0 and isinstance(v, (int, float))
+            and not isinstance(v, bool) and 0 < v < 100 for k, v in by_size.items()):
+        raise UserError(f"{RULE_FILE}: overhead_by_imgsz maps image sizes (positive integers) to positive numbers")
     return doc
+
+
+def overhead_for(fitted: dict[str, Any], imgsz: int) -> float:
+    """The factor from a probe's projection to a measured epoch at ``imgsz``: linear in the image size between the
+    sizes of the fitted runs (``overhead_by_imgsz``), the nearest fitted size's factor outside them, the single
+    ``overhead`` where the rule has no sizes. It grows with the size (on the CPU it was fitted on: 0.77 at 320 px,
+    1.13 at 640 px): a 3-step probe misses what grows with the pixels (mosaic, augmentation, validation), and the
+    single factor had promised a 60-minute plan 34 epochs at 640 px, where the measured 133 s an epoch gives 27."""
+    by_size = sorted((int(k), float(v)) for k, v in (fitted.get("overhead_by_imgsz") or {}).items())
+    if not by_size:
+        return float(fitted["overhead"])
+    if imgsz <= by_size[0][0]:
+        return by_size[0][1]
+    for (s0, v0), (s1, v1) in zip(by_size, by_size[1:]):
+        if imgsz <= s1:
+            return v0 + (v1 - v0) * (imgsz - s0) / (s1 - s0)
+    return by_size[-1][1]
 
 
 # --- measuring ----------------------------------------------------------------------------------------------
@@ -299,7 +322,8 @@ def make_plan(settings: dict[str, Any], given: set[str], counts: tuple[int, int,
             c.probe_seconds = round(time.time() - t0, 1)
             if per_image is None:
                 continue
-            c.seconds_per_epoch = round(per_image * overhead * (n_train + (VAL_SHARE * n_val if val_on else 0)), 2)
+            images = n_train + (VAL_SHARE * n_val if val_on else 0)
+            c.seconds_per_epoch = round(per_image * overhead_for(fitted, imgsz) * images, 2)
             left = budget - (time.time() - started) - STARTUP
             c.epochs = max(0, int(left / c.seconds_per_epoch)) if c.seconds_per_epoch > 0 else 0
             if log is not None:
@@ -309,6 +333,7 @@ def make_plan(settings: dict[str, Any], given: set[str], counts: tuple[int, int,
     left = budget - (time.time() - started)
     return Plan(cands, chosen, why, need, budget, left, time.time() - t_plan, fixed, n_train, n_val, dev_name,
                 rule={"file": RULE_FILE.name, "epochs_needed": need, "overhead": overhead,
+                      "overhead_by_imgsz": dict(fitted.get("overhead_by_imgsz") or {}),
                       "fitted_on": fitted.get("fitted_on", "")})
 
 
