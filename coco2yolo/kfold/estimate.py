@@ -29,7 +29,6 @@ from coco2yolo.kfold.plan import Job, time_of
 
 VAL_SHARE = 1 / 3          # a validation or prediction image costs about a third of a training image
 STARTUP = 20.0             # seconds to start a training command (imports, model build, dataset scan)
-PROBE_STEPS = 3
 
 
 @dataclass
