@@ -420,8 +420,9 @@ def test_train_yolo_search_divides_one_budget_and_records_the_decision(tmp_path)
     convert(s, tmp_path / "ds", ConvertOptions(val_fraction=0.25, seed=0))
     env = {**os.environ, "COCO2YOLO_OFFLINE": "1", "COCO2YOLO_RUNS": str(tmp_path / "runs")}
     r = subprocess.run([sys.executable, "train_yolo.py", "--data", str(tmp_path / "ds" / "data.yaml"), "--model",
-                        "yolov5nu.yaml", "--time", "2m", "--search", "--batch", "8", "--workers", "0", "--device", "cpu",
-                        "--no-plots", "--name", "solo", "--weights-dir", str(tmp_path / "w")], cwd=ROOT, env=env,
+                        "yolov5nu.yaml", "--time", "2m", "--search", "--search-min-epochs", "1", "--batch", "8",
+                        "--workers", "0", "--device", "cpu", "--no-plots", "--name", "solo", "--weights-dir",
+                        str(tmp_path / "w")], cwd=ROOT, env=env,
                        capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "budget 2 min:" in r.stdout and "the final model what is left" in r.stdout
@@ -434,6 +435,50 @@ def test_train_yolo_search_divides_one_budget_and_records_the_decision(tmp_path)
     code = subprocess.run([sys.executable, "train_yolo.py", "--data", str(tmp_path / "ds" / "data.yaml"), "--search"],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert code.returncode == 2 and "--search needs --time" in code.stderr
+
+
+def test_a_search_too_short_to_rank_recipes_is_not_run():
+    """The epochs a race trial reaches follow from the plan's measured epoch, scaled to a fold's photos; the budget
+    at which it would reach the epochs a run needs inverts the search's own division (race_seconds)."""
+    from types import SimpleNamespace
+
+    from coco2yolo.kfold.search import budget_for, race_seconds
+    from coco2yolo.kfold.solo import SEARCH_SHARE, trial_reach
+    from coco2yolo.training.plan import Candidate
+
+    # the measured 60-minute CPU case: 416 px at 62.9 s an epoch on 539 + 61 photos, 20 minutes of search
+    plan = SimpleNamespace(chosen=Candidate(416, 0, 16, seconds_per_epoch=62.9, epochs=37), train_images=539,
+                           val_images=61)
+    epochs, enough = trial_reach(plan, 1200, 32)
+    fold_epoch = 62.9 / (539 + 61 / 3) * (400 + 200 / 3)
+    assert epochs == pytest.approx(race_seconds(1200) / fold_epoch) and 2 < epochs < 4  # it ran 3 to 5
+    assert race_seconds(budget_for(32 * fold_epoch)) == pytest.approx(32 * fold_epoch)
+    assert enough == pytest.approx(budget_for(32 * fold_epoch) / SEARCH_SHARE) and enough > 8 * 3600
+    fast = SimpleNamespace(chosen=Candidate(640, 0, 16, seconds_per_epoch=2.0, epochs=500), train_images=539,
+                           val_images=61)  # a GPU's epoch
+    assert trial_reach(fast, 1200, 32)[0] >= 32
+    assert trial_reach(SimpleNamespace(chosen=None, train_images=1, val_images=0), 1200, 32) == (0.0, float("inf"))
+
+
+def test_train_yolo_search_without_the_budget_for_it_trains_the_plan(tmp_path):
+    from coco2yolo.dataset.convert import ConvertOptions, convert
+    from coco2yolo.sample import make_sample
+
+    s = make_sample(tmp_path / "s", n_train=24, n_test=2, size=96, seed=1)
+    convert(s, tmp_path / "ds", ConvertOptions(val_fraction=0.25, seed=0))
+    env = {**os.environ, "COCO2YOLO_OFFLINE": "1", "COCO2YOLO_RUNS": str(tmp_path / "runs")}
+    r = subprocess.run([sys.executable, "train_yolo.py", "--data", str(tmp_path / "ds" / "data.yaml"), "--model",
+                        "yolov5nu.yaml", "--time", "30s", "--search", "--search-min-epochs", "100000", "--batch", "8",
+                        "--workers", "0", "--device", "cpu", "--no-plots", "--name", "solo", "--weights-dir",
+                        str(tmp_path / "w")], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "no search: its third of the budget" in r.stdout and "fewer than the 100000" in r.stdout
+    assert "The whole budget trains the plan's choice" in r.stdout and "search: trial" not in r.stdout
+    side = json.loads((tmp_path / "w" / "solo.json").read_text())
+    assert side["search"]["min_epochs"] == 100000 and side["search"]["trial_epochs"] < 100000
+    assert side["search"]["skipped"] and side["plan"]["chosen"]  # plain --time's plan, for the whole budget
+    assert side["budget_hours"] == pytest.approx(30 / 3600) and side["epochs_done"] >= 1
+    assert not (tmp_path / "runs" / "search" / "solo" / "exp").exists()
 
 
 def test_search_auto_takes_a_third_of_the_experiments_budget(sample, tmp_path, capsys):

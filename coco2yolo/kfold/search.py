@@ -62,9 +62,25 @@ def trial_seconds(search: Search) -> float | None:
     pruned early) and the check's (leaders + 1) x confirm_folds trainings fit it. None without a budget."""
     if search.budget_hours is None:
         return None
-    units = 1 + MIN_TRIALS * PRUNED_SHARE + (search.leaders + 1) * search.confirm_folds
-    total = search.budget_hours * 3600
-    return max(30.0, (total - OVERHEAD * (1 + MIN_TRIALS + (search.leaders + 1) * search.confirm_folds)) / units)
+    return race_seconds(search.budget_hours * 3600, search.leaders, search.confirm_folds)
+
+
+def _units(leaders: int, confirm_folds: int) -> tuple[float, int]:
+    """A search's cost in whole trials' training, and in trials started (each costing :data:`OVERHEAD`)."""
+    return (1 + MIN_TRIALS * PRUNED_SHARE + (leaders + 1) * confirm_folds,
+            1 + MIN_TRIALS + (leaders + 1) * confirm_folds)
+
+
+def race_seconds(total: float, leaders: int = 2, confirm_folds: int = 1) -> float:
+    """R for a search budget of ``total`` seconds (:func:`trial_seconds`)."""
+    units, started = _units(leaders, confirm_folds)
+    return max(30.0, (total - OVERHEAD * started) / units)
+
+
+def budget_for(r: float, leaders: int = 2, confirm_folds: int = 1) -> float:
+    """The search budget, in seconds, that gives each trial ``r`` seconds: :func:`race_seconds` inverted."""
+    units, started = _units(leaders, confirm_folds)
+    return r * units + OVERHEAD * started
 
 
 def check_seconds(search: Search) -> float:

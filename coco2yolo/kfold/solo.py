@@ -10,12 +10,19 @@ images together, converted again with the same category map): its baseline is wh
 :func:`default_space` on fold 0, the leaders checked against it on fold 1. The final model is then trained on
 the user's own split for what is left of the budget, with the recipe the search kept (the baseline unless a trial
 beat it beyond noise). Its sidecar records the division and the search's decision (``search``).
+
+A search whose trials are too short to rank recipes is not run (:func:`trial_reach`): when the search's share buys
+each trial fewer epochs at the baseline's settings than a run needs (the plan's rule, ``cfg/epochs_needed.yaml``;
+``--search-min-epochs``), the whole budget trains the plan's choice, as plain ``--time``, and the command says
+from what budget a search would run. Measured: on a CPU at 60 minutes, trials of 3 to 5 epochs chose a frozen
+backbone that then lost to plain ``--time 1h`` on held-out photos (BENCHMARKS.md).
 Without ``--search`` this is :mod:`coco2yolo.training.train`, unchanged.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import time
@@ -42,7 +49,27 @@ def get_args_parser() -> argparse.ArgumentParser:
                         "trials of image size, lr0, mosaic and freeze, the leaders checked on photos no trial saw) and "
                         "the rest on the final model, trained with the search's recipe only if it beat the plan's "
                         "beyond noise")
+    p.add_argument("--search-min-epochs", type=cli.POSITIVE_INT, default=None, metavar="N",
+                   help="with --search: search only when each trial reaches N epochs at the baseline's settings (default: "
+                        "the epochs a run needs, cfg/epochs_needed.yaml); below that, the whole budget trains the plan's "
+                        "choice, as plain --time")
     return p
+
+
+def trial_reach(plan: Any, search_s: float, min_epochs: int) -> tuple[float, float]:
+    """The epochs each race trial reaches at the baseline's settings (the plan's choice, its measured seconds an
+    epoch scaled to a fold's photos: (FOLDS - 1) / FOLDS of them to train, the rest to validate) with ``search_s``
+    seconds of search, and the ``--time`` budget at which it would reach ``min_epochs``."""
+    from coco2yolo.kfold.search import budget_for, race_seconds
+    from coco2yolo.training.plan import VAL_SHARE
+
+    c = plan.chosen
+    if c is None or not c.seconds_per_epoch:
+        return 0.0, float("inf")
+    n = plan.train_images + plan.val_images
+    per_image = c.seconds_per_epoch / max(1.0, plan.train_images + VAL_SHARE * plan.val_images)
+    fold_epoch = per_image * (n * (FOLDS - 1) / FOLDS + VAL_SHARE * n / FOLDS)
+    return race_seconds(search_s) / fold_epoch, budget_for(min_epochs * fold_epoch) / SEARCH_SHARE
 
 
 def _merged_photos(data_yaml: Path, work: Path) -> Path:
@@ -107,6 +134,25 @@ def search_then_train(args: argparse.Namespace) -> int:
     plan = make_plan(settings, given, dataset_counts(data_yaml, data), (budget - search_s) / 3600, time.time(),
                      "cpu" if device.lower() == "cpu" else device)
     print(plan.block(), flush=True)
+    from coco2yolo.training.plan import rule
+
+    min_epochs = args.search_min_epochs or int(rule()["epochs_needed"])
+    epochs, enough = trial_reach(plan, search_s, min_epochs)
+    if epochs < min_epochs:
+        # trials this short rank recipes by how fast they start, not where they end (a frozen backbone leads at 3
+        # epochs and loses at 40): such a search could only make things worse
+        why = (f"its third of the budget ({cli.format_hours(search_s / 3600)}) buys each trial about {epochs:.0f} "
+               f"epochs at the baseline's settings, fewer than the {min_epochs} a run needs before recipes can be "
+               f"ranked (cfg/epochs_needed.yaml; --search-min-epochs)")
+        finite = math.isfinite(enough)
+        needs = f"; a search needs --time of about {cli.format_hours(enough / 3600)} or more here" if finite else ""
+        print(f"budget {cli.format_hours(cfg['time'])}: no search: {why}{needs}. The whole budget trains the plan's "
+              "choice, as plain --time.", flush=True)
+        train.run(cfg, extra, started=started, given=given,
+                  search={"skipped": why, "trial_epochs": round(epochs, 1), "min_epochs": min_epochs,
+                          "budget_hours": cfg["time"],
+                          "budget_hours_for_a_search": round(enough / 3600, 2) if finite else None})
+        return 0
     base = _entry(cfg, given, chosen_settings(plan), extra)
     base["time"] = f"{budget - search_s:.0f}s"  # the baseline is the final model's training (trials get the search's R)
     spent = time.time() - started

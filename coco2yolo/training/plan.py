@@ -29,7 +29,7 @@ from coco2yolo.errors import UserError
 
 SIZES = (256, 320, 416, 512, 640, 768, 1024, 1280)
 RULE_FILE = Path(__file__).resolve().parent.parent / "cfg" / "epochs_needed.yaml"
-PROBE_STEPS = 3
+PROBE_STEPS = 5
 VAL_SHARE = 1 / 3      # a validation image costs about a third of a training image
 STARTUP = 15.0         # seconds from the plan to the first epoch (model build, dataset scan)
 PROBE_SHARE = 0.1      # the probes spend at most this share of the budget (the first one always runs)
