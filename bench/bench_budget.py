@@ -22,6 +22,7 @@ Issue 24's steps (each run alone on the machine; 20 minutes of CPU each unless s
   mosaic, freeze 10, warm-up 1);
 - ``fit``: the plan's rule (``coco2yolo/cfg/epochs_needed.yaml``) fitted to the fixed runs' validation curves (the 60
   validation photos; never the held-out ones) and to their measured epoch times against a probe of each size;
+- ``plans``: the plan blocks of ``--time 20m`` and ``--time 1h`` on this machine, probes only (nothing trains);
 - ``plan``: plain ``--time 20m``: the plan chooses; ``plan_60m``: plain ``--time 1h``; ``search_60m``:
   ``--time 1h --search`` (a third to the search, the rest to the final model).
 
@@ -211,6 +212,24 @@ def fit_rule(sidecars: list[Path], paths: dict[str, Path]) -> None:
     print(f"fit: epochs_needed {doc['epochs_needed']}, overhead {doc['overhead']} -> {RULE_FILE}", flush=True)
 
 
+def show_plans(paths: dict[str, Path], budgets: list[str]) -> None:
+    """The plan block ``train_yolo.py --time B`` would print on this machine for the bench's data (the probes run;
+    nothing trains): how close the probes' projections come to the fixed runs' measured epochs."""
+    import yaml
+
+    sys.path.insert(0, str(ROOT))
+    from coco2yolo.cli import duration_hours
+    from coco2yolo.training.plan import dataset_counts, make_plan
+
+    data_yaml = paths["final"] / "data.yaml"
+    counts = dataset_counts(data_yaml, yaml.safe_load(data_yaml.read_text()))
+    settings = {"model": "yolov5nu.yaml", "weights": str(SHARED / "weights" / "yolov5n.pt"), "imgsz": 1024,
+                "batch": 16, "freeze": None, "val": True}
+    for b in budgets:
+        plan = make_plan(settings, {"weights", "time"}, counts, duration_hours(b), time.time(), "cpu")
+        print(plan.block(), flush=True)
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--steps", nargs="+",
@@ -246,6 +265,8 @@ def main() -> None:
     if "fit" in args.steps:
         fit_rule([WORK / "weights" / f"{n}.json" for n in ("fixed_320", "fixed_416", "fixed_640", "defaults_1024")],
                  paths)
+    if "plans" in args.steps:  # the plan each budget gets on this machine, probes only (no training)
+        show_plans(paths, ["20m", "60m"])
     if "plan" in args.steps:
         models["plan"] = train("plan", ["--weights", legacy, "--time", args.budget, "--no-plots"], paths)
     if "plan_60m" in args.steps:
@@ -276,6 +297,8 @@ def main() -> None:
         models["defaults_640_60m"] = train("defaults_640_60m", ["--weights", legacy, "--time", "60m", "--imgsz", "640"],
                                            paths)
     preds = {name: predict(name, w, paths) for name, w in models.items()}
+    if not preds and not (WORK / "folds" / "test" / "found.json").exists():
+        return  # only fit or plans: nothing to score, and bench/out/budget.json is kept
     if (WORK / "folds" / "test" / "found.json").exists():
         preds["folds"] = WORK / "folds" / "test" / "found.json"
         both = WORK / "preds" / "both_test.json"
