@@ -212,7 +212,7 @@ def fit_rule(sidecars: list[Path], paths: dict[str, Path]) -> None:
     print(f"fit: epochs_needed {doc['epochs_needed']}, overhead {doc['overhead']} -> {RULE_FILE}", flush=True)
 
 
-def show_plans(paths: dict[str, Path], budgets: list[str]) -> None:
+def show_plans(paths: dict[str, Path], budgets: list[str], weights: str) -> None:
     """The plan block ``train_yolo.py --time B`` would print on this machine for the bench's data (the probes run;
     nothing trains): how close the probes' projections come to the fixed runs' measured epochs."""
     import yaml
@@ -223,7 +223,7 @@ def show_plans(paths: dict[str, Path], budgets: list[str]) -> None:
 
     data_yaml = paths["final"] / "data.yaml"
     counts = dataset_counts(data_yaml, yaml.safe_load(data_yaml.read_text()))
-    settings = {"model": "yolov5nu.yaml", "weights": str(SHARED / "weights" / "yolov5n.pt"), "imgsz": 1024,
+    settings = {"model": "yolov5nu.yaml", "weights": weights, "imgsz": 1024,
                 "batch": 16, "freeze": None, "val": True}
     for b in budgets:
         plan = make_plan(settings, {"weights", "time"}, counts, duration_hours(b), time.time(), "cpu")
@@ -266,7 +266,7 @@ def main() -> None:
         fit_rule([WORK / "weights" / f"{n}.json" for n in ("fixed_320", "fixed_416", "fixed_640", "defaults_1024")],
                  paths)
     if "plans" in args.steps:  # the plan each budget gets on this machine, probes only (no training)
-        show_plans(paths, ["20m", "60m"])
+        show_plans(paths, ["20m", "60m"], str(legacy))
     if "plan" in args.steps:
         models["plan"] = train("plan", ["--weights", legacy, "--time", args.budget, "--no-plots"], paths)
     if "plan_60m" in args.steps:
