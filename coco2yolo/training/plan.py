@@ -108,9 +108,10 @@ def rule() -> dict[str, Any]:
 def overhead_for(fitted: dict[str, Any], imgsz: int) -> float:
     """The factor from a probe's projection to a measured epoch at ``imgsz``: linear in the image size between the
     sizes of the fitted runs (``overhead_by_imgsz``), the nearest fitted size's factor outside them, the single
-    ``overhead`` where the rule has no sizes. It grows with the size (on the CPU it was fitted on: 0.77 at 320 px,
-    1.13 at 640 px): a 3-step probe misses what grows with the pixels (mosaic, augmentation, validation), and the
-    single factor had promised a 60-minute plan 34 epochs at 640 px, where the measured 133 s an epoch gives 27."""
+    ``overhead`` where the rule has no sizes. It grows with the size (on the CPU it was fitted on: 0.73 at 320 px,
+    1.15 at 640 px): measured epochs cost the same per pixel at every size, while a probe's two-image steps cost
+    relatively more at small sizes; the single factor had promised a 60-minute plan 34 epochs at 640 px, where the
+    measured 133 s an epoch gives 27."""
     by_size = sorted((int(k), float(v)) for k, v in (fitted.get("overhead_by_imgsz") or {}).items())
     if not by_size:
         return float(fitted["overhead"])
