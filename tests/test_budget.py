@@ -468,7 +468,7 @@ def test_train_yolo_search_without_the_budget_for_it_trains_the_plan(tmp_path):
     convert(s, tmp_path / "ds", ConvertOptions(val_fraction=0.25, seed=0))
     env = {**os.environ, "COCO2YOLO_OFFLINE": "1", "COCO2YOLO_RUNS": str(tmp_path / "runs")}
     r = subprocess.run([sys.executable, "train_yolo.py", "--data", str(tmp_path / "ds" / "data.yaml"), "--model",
-                        "yolov5nu.yaml", "--time", "30s", "--search", "--search-min-epochs", "100000", "--batch", "8",
+                        "yolov5nu.yaml", "--time", "12s", "--search", "--search-min-epochs", "100000", "--batch", "8",
                         "--workers", "0", "--device", "cpu", "--no-plots", "--name", "solo", "--weights-dir",
                         str(tmp_path / "w")], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
@@ -477,7 +477,7 @@ def test_train_yolo_search_without_the_budget_for_it_trains_the_plan(tmp_path):
     side = json.loads((tmp_path / "w" / "solo.json").read_text())
     assert side["search"]["min_epochs"] == 100000 and side["search"]["trial_epochs"] < 100000
     assert side["search"]["skipped"] and side["plan"]["chosen"]  # plain --time's plan, for the whole budget
-    assert side["budget_hours"] == pytest.approx(30 / 3600) and side["epochs_done"] >= 1
+    assert side["budget_hours"] == pytest.approx(12 / 3600) and side["epochs_done"] >= 1
     assert not (tmp_path / "runs" / "search" / "solo" / "exp").exists()
 
 
