@@ -412,19 +412,24 @@ def test_a_leader_replaces_the_baseline_only_beyond_noise(tmp_path):
     assert lo <= 0 <= hi
 
 
-def test_train_yolo_search_divides_one_budget_and_records_the_decision(tmp_path):
+def _solo_search(tmp_path: Path, n_train: int, *flags: str) -> tuple[subprocess.CompletedProcess, dict]:
+    """``train_yolo.py --search`` on a toy dataset of ``n_train`` photos (name solo, weights in tmp_path/w)."""
     from coco2yolo.dataset.convert import ConvertOptions, convert
     from coco2yolo.sample import make_sample
 
-    s = make_sample(tmp_path / "s", n_train=48, n_test=2, size=96, seed=1)
+    s = make_sample(tmp_path / "s", n_train=n_train, n_test=2, size=96, seed=1)
     convert(s, tmp_path / "ds", ConvertOptions(val_fraction=0.25, seed=0))
     env = {**os.environ, "COCO2YOLO_OFFLINE": "1", "COCO2YOLO_RUNS": str(tmp_path / "runs")}
     r = subprocess.run([sys.executable, "train_yolo.py", "--data", str(tmp_path / "ds" / "data.yaml"), "--model",
-                        "yolov5nu.yaml", "--time", "2m", "--search", "--search-min-epochs", "1", "--batch", "8",
-                        "--workers", "0", "--device", "cpu", "--no-plots", "--name", "solo", "--weights-dir",
-                        str(tmp_path / "w")], cwd=ROOT, env=env,
+                        "yolov5nu.yaml", "--search", *flags, "--batch", "8", "--workers", "0", "--device", "cpu",
+                        "--no-plots", "--name", "solo", "--weights-dir", str(tmp_path / "w")], cwd=ROOT, env=env,
                        capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return r, env
+
+
+def test_train_yolo_search_divides_one_budget_and_records_the_decision(tmp_path):
+    r, env = _solo_search(tmp_path, 48, "--time", "2m", "--search-min-epochs", "1")
     assert "budget 2 min:" in r.stdout and "the final model what is left" in r.stdout
     assert "search_best is the baseline" in r.stdout or "beats the baseline by" in r.stdout
     side = json.loads((tmp_path / "w" / "solo.json").read_text())
@@ -461,17 +466,7 @@ def test_a_search_too_short_to_rank_recipes_is_not_run():
 
 
 def test_train_yolo_search_without_the_budget_for_it_trains_the_plan(tmp_path):
-    from coco2yolo.dataset.convert import ConvertOptions, convert
-    from coco2yolo.sample import make_sample
-
-    s = make_sample(tmp_path / "s", n_train=24, n_test=2, size=96, seed=1)
-    convert(s, tmp_path / "ds", ConvertOptions(val_fraction=0.25, seed=0))
-    env = {**os.environ, "COCO2YOLO_OFFLINE": "1", "COCO2YOLO_RUNS": str(tmp_path / "runs")}
-    r = subprocess.run([sys.executable, "train_yolo.py", "--data", str(tmp_path / "ds" / "data.yaml"), "--model",
-                        "yolov5nu.yaml", "--time", "12s", "--search", "--search-min-epochs", "100000", "--batch", "8",
-                        "--workers", "0", "--device", "cpu", "--no-plots", "--name", "solo", "--weights-dir",
-                        str(tmp_path / "w")], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    r, _ = _solo_search(tmp_path, 24, "--time", "12s", "--search-min-epochs", "100000")
     assert "no search: its third of the budget" in r.stdout and "fewer than the 100000" in r.stdout
     assert "The whole budget trains the plan's choice" in r.stdout and "search: trial" not in r.stdout
     side = json.loads((tmp_path / "w" / "solo.json").read_text())
