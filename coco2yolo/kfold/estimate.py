@@ -72,11 +72,18 @@ class Estimator:
             self.cache = {}
         self.n_images = self._count_images()
 
-    def longest_side(self) -> int | None:
-        """The longest side of the experiment's training photos (from its JSON), for the plan's sizes."""
+    def photo_stats(self) -> tuple[int | None, tuple[float, ...]]:
+        """The longest side of the experiment's training photos and their boxes' relative areas (from its JSON), for
+        the plan's sizes (:class:`coco2yolo.training.plan.Counts`)."""
+        from coco2yolo.training.plan import box_areas
+
         if self.exp.train is None or not self.exp.train.is_file():
-            return None
+            return None, ()
         doc = load_json(self.exp.train, "COCO file")
+        return self._longest(doc), box_areas(doc)
+
+    @staticmethod
+    def _longest(doc: Any) -> int | None:
         sides = [max(im.get("width") or 0, im.get("height") or 0) for im in doc.get("images") or []
                  if isinstance(im, dict) and isinstance(im.get("width"), (int, float))
                  and isinstance(im.get("height"), (int, float))] if isinstance(doc, dict) else []
@@ -226,7 +233,7 @@ def plan_models(exp: Experiment, times: dict[str, float], estimator: Estimator, 
     with ``--no-plan``. Returns each planned entry's plan record."""
     import time as _time
 
-    from coco2yolo.training.plan import dataset_counts, make_plan, open_settings  # noqa: F401
+    from coco2yolo.training.plan import Counts, make_plan, open_settings
 
     planned: dict[str, Any] = {}
     n, _ = estimator.n_images
@@ -240,7 +247,7 @@ def plan_models(exp: Experiment, times: dict[str, float], estimator: Estimator, 
         settings = {**s, "val": "--no-val" not in m.train_args}
         if not open_settings(settings, given):
             continue
-        plan = make_plan(settings, given, (round(n * (K - 1) / K), round(n / K), estimator.longest_side()), hours,
+        plan = make_plan(settings, given, Counts(round(n * (K - 1) / K), round(n / K), *estimator.photo_stats()), hours,
                          _time.time(), estimator.device, measure=estimator.measure(m.train_args))
         plan.probe_seconds = 0.0  # probed before the run: not part of any job's budget
         if out is not None:

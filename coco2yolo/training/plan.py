@@ -7,10 +7,13 @@ the photos' own size; ``freeze 10`` of a pretrained backbone where no unfrozen c
 halved where a GPU runs out of memory), a short probe on this device measures the seconds an epoch takes (a few
 training steps on the real model at that size, counted inside the budget; see :func:`probe`), and the epochs each
 would reach in what is left of the budget follow. The rule (:func:`choose`): **the largest image size that still
-reaches the epochs a run needs**, unfrozen if it can, where that number (and the factor from probed to measured
-epoch time, per image size: see :func:`overhead_for`) is fitted to this project's own measured runs, kept in
-``cfg/epochs_needed.yaml``. Settings the user
-gave stay fixed; ``--no-plan`` keeps Ultralytics' meaning (epochs only).
+reaches the epochs a run needs, up to the size at which the objects are resolved**, unfrozen if it can, where the
+epochs a run needs (and the factor from probed to measured epoch time, per image size: see :func:`overhead_for`) are
+fitted to this project's own measured runs, kept in ``cfg/epochs_needed.yaml``. The objects are resolved at the
+smallest size where at most ``max_small_share`` of the training boxes are small in COCO's sense (under 32 x 32 px at
+that size; :func:`resolving_size`): larger sizes are not probed, and the time they would take goes to epochs
+(on TrashNet, whose boxes are resolved at 320 px, a 60-minute plan at 512 px scored below 20 minutes at 320 px).
+Settings the user gave stay fixed; ``--no-plan`` keeps Ultralytics' meaning (epochs only).
 
 The plan is printed as one block before the first epoch and recorded in the sidecar as ``plan: {candidates:
 [...], chosen: {...}, ...}``.
@@ -23,7 +26,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from coco2yolo.errors import UserError
 
@@ -45,6 +48,7 @@ class Candidate:
     epochs: int = 0
     probe_seconds: float = 0.0
     note: str = ""
+    small_share: float | None = None  # the share of training boxes under small_px x small_px at this size
 
 
 @dataclass
@@ -61,6 +65,7 @@ class Plan:
     val_images: int
     device: str
     rule: dict[str, Any] = field(default_factory=dict)
+    objects: dict[str, Any] = field(default_factory=dict)
 
     def record(self) -> dict[str, Any]:
         """The sidecar's ``plan``."""
@@ -69,7 +74,7 @@ class Plan:
                 "epochs_needed": self.epochs_needed, "budget_seconds": self.budget_seconds,
                 "left_seconds": round(self.left_seconds, 1), "probe_seconds": round(self.probe_seconds, 1),
                 "you_gave": self.fixed, "train_images": self.train_images, "val_images": self.val_images,
-                "device": self.device, "rule": self.rule}
+                "device": self.device, "rule": self.rule, "objects": self.objects}
 
     def block(self) -> str:
         """The plan as one block of text, printed before the first epoch."""
@@ -83,7 +88,8 @@ class Plan:
             mark = "  <- chosen" if c is self.chosen else ""
             cost = (f"{c.seconds_per_epoch:7.1f} s an epoch -> {c.epochs:4d} epochs" if c.seconds_per_epoch
                     else f"not probed ({c.note})")
-            rows.append(f"  imgsz {c.imgsz:5d}  freeze {c.freeze:2d}  batch {c.batch:3d}: {cost}{mark}")
+            small = f"  small boxes {c.small_share:5.1%}" if c.small_share is not None else ""
+            rows.append(f"  imgsz {c.imgsz:5d}  freeze {c.freeze:2d}  batch {c.batch:3d}:{small}  {cost}{mark}")
         tail = f"  why: {self.why}"
         if self.fixed:
             tail += f"; kept as you gave: {', '.join(self.fixed)}"
@@ -102,6 +108,10 @@ def rule() -> dict[str, Any]:
             isinstance(k, int) and not isinstance(k, bool) and k > 0 and isinstance(v, (int, float))
             and not isinstance(v, bool) and 0 < v < 100 for k, v in by_size.items()):
         raise UserError(f"{RULE_FILE}: overhead_by_imgsz maps image sizes (positive integers) to positive numbers")
+    share, px = doc.get("max_small_share", 1.0), doc.get("small_px", 32)
+    if (isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 <= share <= 1
+            or isinstance(px, bool) or not isinstance(px, (int, float)) or not 0 < px <= 4096):
+        raise UserError(f"{RULE_FILE}: max_small_share is a share from 0 to 1 and small_px a positive size in pixels")
     return doc
 
 
@@ -207,9 +217,54 @@ def _is_oom(err: BaseException) -> bool:
 
 # --- the dataset ----------------------------------------------------------------------------------------------
 
-def dataset_counts(data_yaml: Path, data: dict[str, Any]) -> tuple[int, int, int | None]:
-    """Training and validation images of a converted dataset, and its photos' longest side (from its train.json /
-    val.json; None when unknown)."""
+class Counts(NamedTuple):
+    """What the plan needs of a dataset: images to train and validate on, the photos' longest side (None: unknown),
+    and each training box's area as a share of its photo's longest side squared (empty: unknown)."""
+    train: int
+    val: int
+    longest: int | None
+    box_areas: tuple[float, ...] = ()
+
+
+def box_areas(doc: Any) -> tuple[float, ...]:
+    """Each annotation's ``w * h / longest_side**2`` in a COCO dataset (what the photo is resized by: a training size
+    ``s`` makes the box ``area * s**2`` pixels); annotations without a usable box or image are left out."""
+    if not isinstance(doc, dict):
+        return ()
+    longest = {im.get("id"): max(im.get("width"), im.get("height")) for im in doc.get("images") or []
+               if isinstance(im, dict) and all(isinstance(im.get(k), (int, float)) and not isinstance(im.get(k), bool)
+                                               and im.get(k) > 0 for k in ("width", "height"))}
+    out = []
+    for a in doc.get("annotations") or []:
+        box = a.get("bbox") if isinstance(a, dict) else None
+        side = longest.get(a.get("image_id")) if isinstance(a, dict) and isinstance(a.get("image_id"), int) else None
+        if (side and isinstance(box, list) and len(box) == 4
+                and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in box)
+                and box[2] > 0 and box[3] > 0):
+            out.append(float(box[2]) * float(box[3]) / (side * side))
+    return tuple(out)
+
+
+def small_share(areas: tuple[float, ...], imgsz: int, small_px: float = 32) -> float | None:
+    """The share of boxes smaller than ``small_px`` x ``small_px`` pixels when the photos are trained at ``imgsz``
+    (COCO's "small" at 32); None without boxes."""
+    if not areas:
+        return None
+    limit = (small_px / imgsz) ** 2
+    return sum(a < limit for a in areas) / len(areas)
+
+
+def resolving_size(areas: tuple[float, ...], sizes: list[int], max_share: float, small_px: float = 32) -> int | None:
+    """The smallest of ``sizes`` at which at most ``max_share`` of the boxes are small; the largest where none is
+    (its pixels still help); None without boxes (no limit)."""
+    if not areas or not sizes:
+        return None
+    return next((s for s in sorted(sizes) if (small_share(areas, s, small_px) or 0) <= max_share), max(sizes))
+
+
+def dataset_counts(data_yaml: Path, data: dict[str, Any]) -> Counts:
+    """Training and validation images of a converted dataset, its photos' longest side (from its train.json /
+    val.json; None when unknown) and its training boxes' relative areas (from its train.json)."""
     import json
 
     from coco2yolo.dataset.convert import IMG_SUFFIXES
@@ -226,6 +281,7 @@ def dataset_counts(data_yaml: Path, data: dict[str, Any]) -> tuple[int, int, int
         return sum(1 for f in p.rglob("*") if f.suffix.lower() in IMG_SUFFIXES) if p.is_dir() else 0
 
     longest = None
+    areas: tuple[float, ...] = ()
     for name in ("train.json", "val.json"):
         f = data_yaml.parent / name
         if f.is_file():
@@ -236,9 +292,11 @@ def dataset_counts(data_yaml: Path, data: dict[str, Any]) -> tuple[int, int, int
                          and isinstance(im.get("height"), (int, float))]
                 if sides:
                     longest = max(longest or 0, int(max(sides)))
-            except (ValueError, OSError, KeyError, TypeError):
+                if name == "train.json":
+                    areas = box_areas(doc)
+            except (ValueError, OSError, KeyError, TypeError, AttributeError):
                 pass
-    return count(data.get("train")), count(data.get("val")), longest
+    return Counts(count(data.get("train")), count(data.get("val")), longest, areas)
 
 
 # --- the rule -------------------------------------------------------------------------------------------------
@@ -254,10 +312,12 @@ def sizes_for(longest: int | None, fixed_imgsz: int | None) -> list[int]:
     return sorted(set(sizes)) or [SIZES[0]]
 
 
-def choose(cands: list[Candidate], epochs_needed: int) -> tuple[Candidate | None, str]:
-    """The largest image size that reaches ``epochs_needed`` epochs, unfrozen if any does; else the candidate that
-    reaches the most epochs (the smallest, frozen where that helps)."""
-    measured = [c for c in cands if c.seconds_per_epoch > 0]
+def choose(cands: list[Candidate], epochs_needed: int, resolved_at: int | None = None,
+           max_small_share: float | None = None) -> tuple[Candidate | None, str]:
+    """The largest image size that reaches ``epochs_needed`` epochs, no larger than ``resolved_at`` (the size at which
+    the objects are resolved: :func:`resolving_size`), unfrozen if any does; else the candidate that reaches the most
+    epochs (the smallest, frozen where that helps)."""
+    measured = [c for c in cands if c.seconds_per_epoch > 0 and (resolved_at is None or c.imgsz <= resolved_at)]
     if not measured:
         return None, "no candidate could be probed: the settings stay as they are"
     for freeze in (0, FREEZE):
@@ -265,6 +325,13 @@ def choose(cands: list[Candidate], epochs_needed: int) -> tuple[Candidate | None
         if ok:
             best = max(ok, key=lambda c: (c.imgsz, c.batch))
             frozen = " (no unfrozen size reaches it: the pretrained backbone frozen)" if freeze else ""
+            if resolved_at is not None and best.imgsz == resolved_at and any(
+                    c.imgsz > resolved_at for c in cands):
+                share = f"{best.small_share:.1%}" if best.small_share is not None else "few"
+                return best, (f"the size at which the objects are resolved ({share} of the training boxes under 32 x 32 "
+                              f"px, at most {max_small_share:.0%} allowed), and it reaches the {epochs_needed} epochs "
+                              f"a run needs: the rest of the budget goes to epochs, not pixels (cfg/epochs_needed.yaml)"
+                              f"{frozen}")
             return best, (f"the largest image size that reaches {epochs_needed} epochs, the epochs a run needs "
                           f"(cfg/epochs_needed.yaml: fitted to this project's measured runs){frozen}")
     best = max(measured, key=lambda c: (c.epochs, -c.imgsz))
@@ -272,11 +339,12 @@ def choose(cands: list[Candidate], epochs_needed: int) -> tuple[Candidate | None
                   f"the most ({best.epochs}); a larger budget would allow a larger size")
 
 
-def make_plan(settings: dict[str, Any], given: set[str], counts: tuple[int, int, int | None], budget_hours: float,
+def make_plan(settings: dict[str, Any], given: set[str], counts: tuple[Any, ...], budget_hours: float,
               started: float, device: str, log: Any = None, measure: Any = None) -> Plan:
     """Probe the candidates (smallest first, stopping once a size cannot reach the epochs a run needs) and choose
     (module docstring). ``settings``: model, weights, imgsz, batch, freeze, val; ``given``: the keys the user set
-    (they stay fixed); ``counts``: training and validation images and the photos' longest side; the budget counts
+    (they stay fixed); ``counts``: training and validation images, the photos' longest side and the training boxes'
+    relative areas (:class:`Counts`; without the areas no size limit); the budget counts
     from ``started``; ``measure(imgsz, batch, freeze)``: seconds per training image (default: :func:`probe`)."""
     import torch
 
@@ -284,9 +352,12 @@ def make_plan(settings: dict[str, Any], given: set[str], counts: tuple[int, int,
     need = int(fitted["epochs_needed"])
     overhead = float(fitted["overhead"])
     budget = budget_hours * 3600
-    n_train, n_val, longest = counts
+    n_train, n_val, longest, *rest = counts
+    areas: tuple[float, ...] = tuple(rest[0]) if rest else ()
     fixed = sorted(k for k in ("imgsz", "batch", "freeze") if k in given)
     sizes = sizes_for(longest, settings["imgsz"] if "imgsz" in given else None)
+    max_share, small_px = float(fitted.get("max_small_share", 1.0)), float(fitted.get("small_px", 32))
+    resolved_at = None if "imgsz" in given else resolving_size(areas, sizes, max_share, small_px)
     pretrained = bool(settings.get("weights")) or str(settings.get("model", "")).endswith(".pt")
     freezes = ([int(settings.get("freeze") or 0)] if "freeze" in given else [0, FREEZE] if pretrained else [0])
     on_gpu = device != "cpu" and torch.cuda.is_available()
@@ -297,8 +368,11 @@ def make_plan(settings: dict[str, Any], given: set[str], counts: tuple[int, int,
     t_plan = time.time()
     for freeze in freezes:
         for imgsz in sizes:
-            c = Candidate(imgsz, freeze, batch0)
+            c = Candidate(imgsz, freeze, batch0, small_share=small_share(areas, imgsz, small_px))
             cands.append(c)
+            if resolved_at is not None and imgsz > resolved_at:
+                c.note = f"the objects are resolved at {resolved_at} px"
+                continue
             if freeze and any(x.freeze == 0 and x.epochs >= need for x in cands):
                 c.note = "an unfrozen size reaches the epochs needed"
                 continue
@@ -333,12 +407,16 @@ def make_plan(settings: dict[str, Any], given: set[str], counts: tuple[int, int,
             if log is not None:
                 print(f"plan: probed imgsz {imgsz}, freeze {freeze}: {c.seconds_per_epoch:.1f} s an epoch", file=log,
                       flush=True)
-    chosen, why = choose(cands, need)
+    chosen, why = choose(cands, need, resolved_at, max_share)
     left = budget - (time.time() - started)
     return Plan(cands, chosen, why, need, budget, left, time.time() - t_plan, fixed, n_train, n_val, dev_name,
                 rule={"file": RULE_FILE.name, "epochs_needed": need, "overhead": overhead,
                       "overhead_by_imgsz": dict(fitted.get("overhead_by_imgsz") or {}),
-                      "fitted_on": fitted.get("fitted_on", "")})
+                      "max_small_share": max_share, "small_px": small_px,
+                      "fitted_on": fitted.get("fitted_on", "")},
+                objects={"boxes": len(areas), "resolved_at": resolved_at,
+                         "small_share_by_imgsz": {s: round(v, 4) for s in sizes
+                                                  if (v := small_share(areas, s, small_px)) is not None}})
 
 
 def open_settings(settings: dict[str, Any], given: set[str]) -> list[str]:
