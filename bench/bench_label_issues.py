@@ -28,6 +28,8 @@ photos, and the precision of the applied fixes (the share that undid a corruptio
 shifted box moved onto its object at IoU >= 0.5, a deleted box added back at IoU >= 0.5 with its class). Then the
 honest question: the same out-of-fold search on TrashNet's own, uncorrupted labels, the top ``--own-top`` times the
 number of corrupted boxes applied, a model trained on them, its held-out mAP50 against the clean model's.
+``--kinds-top F`` adds fixed sets of the top K issues of ``--kinds`` only (default wrong_class and missing: the kinds
+whose suggestions most often undo a corruption); the precision of each kind's suggestions by score is printed too.
 """
 
 from __future__ import annotations
@@ -354,6 +356,34 @@ def fix_precision(changes: Path, truth: dict, original: dict) -> dict:
     return {"applied": dict(applied), "undid_a_corruption": dict(undone), "precision": sum(undone.values()) / max(total, 1)}
 
 
+def suggestion_precision(issues: list[dict], truth: dict, original: dict) -> dict:
+    """For each kind of issue, by its score: how many issues there are and how many of their suggested fixes would undo
+    a corruption (the same tests as :func:`fix_precision`), before anything is applied."""
+    orig = {a["id"]: a for a in original["annotations"]}
+
+    def iou(a: list, b: list) -> float:
+        return float(iou_xyxy(xywh_to_xyxy(a), xywh_to_xyxy(b))[0, 0])
+
+    def undoes(i: dict) -> bool:
+        aid = i.get("annotation_id")
+        if i["kind"] == "wrong_class":
+            return aid in truth["swapped"] and i.get("suggested_category_id") == orig[aid]["category_id"]
+        if i["kind"] == "bad_box":
+            return aid in truth["shifted"] and iou(i["suggested_bbox"], orig[aid]["bbox"]) >= 0.5
+        if i["kind"] == "missing":
+            return any(img == i["image_id"] and cat == i.get("suggested_category_id")
+                       and iou(i["suggested_bbox"], box) >= 0.5 for img, box, cat in truth["deleted"])
+        return False
+
+    out: dict = {}
+    for kind in KINDS:
+        rows = [(i["score"], undoes(i)) for i in issues if i["kind"] == kind]
+        out[kind] = {f"score>={lo}": {"issues": sum(1 for sc, _ in rows if sc >= lo),
+                                      "undo_a_corruption": sum(1 for sc, u in rows if sc >= lo and u)}
+                     for lo in (0.0, 0.5, 0.9)}
+    return out
+
+
 def score_paired(test_gt: Path, preds: dict[str, Path], n_boot: int = 1000) -> dict:
     """mAP50 of each predictions file on the held-out photos, with the bootstrap samples (the same resamples for
     every file, so differences and ratios are paired)."""
@@ -382,6 +412,10 @@ def fix_main(argv: list[str]) -> None:
     p.add_argument("--share", type=float, default=0.05)
     p.add_argument("--top", type=float, nargs="+", default=[0.5, 1.0, 2.0])
     p.add_argument("--test-share", type=float, default=0.3)
+    p.add_argument("--kinds", nargs="+", choices=KINDS, default=["wrong_class", "missing"],
+                   help="the kinds of --kinds-top's fixed sets (review apply --kinds)")
+    p.add_argument("--kinds-top", type=float, nargs="*", default=[],
+                   help="further fixed sets: the top K issues of --kinds only, K = each value times the corrupted boxes")
     p.add_argument("--work", default=str(OUT / "label_fix"), help="where the runs go (each step is skipped when done)")
     p.add_argument("--final-epochs", type=int, default=None,
                    help="epochs of the models scored on the held-out photos (default: --epochs, as the folds)")
@@ -403,17 +437,20 @@ def fix_main(argv: list[str]) -> None:
     n_bad = len(truth["swapped"]) + len(truth["shifted"]) + len(truth["deleted"])
     t0 = time.time()
     issues = oof_issues(bad_path, "corrupted", work, args)
+    by_kind = suggestion_precision(json.loads(issues.read_text()), truth, clean)
+    print("suggestions that would undo a corruption, by kind and score:", json.dumps(by_kind), flush=True)
     labels = {"clean": train, "corrupted": bad_path}
     fixes = {}
-    for frac in args.top:
+    for frac, kinds in [(f, None) for f in args.top] + [(f, args.kinds) for f in args.kinds_top]:
         k = round(frac * n_bad)
-        fixed = work / f"fixed_top{k}.json"
-        _run(["-m", "coco2yolo.review", "apply", "--gt", bad_path, "--issues", issues, "--accept-top", k, "--out", fixed],
-             work / "logs" / "apply.log")
-        labels[f"fixed_top{k}"] = fixed
-        fixes[f"fixed_top{k}"] = {"k": k, "top_share": frac,
-                                  **fix_precision(fixed.with_name(fixed.stem + ".changes.csv"), truth, clean)}
-        print(f"fixed_top{k}", fixes[f"fixed_top{k}"], flush=True)
+        name = f"fixed_top{k}" + ("_" + "+".join(kinds) if kinds else "")
+        fixed = work / f"{name}.json"
+        _run(["-m", "coco2yolo.review", "apply", "--gt", bad_path, "--issues", issues, "--accept-top", k, "--out", fixed,
+              *(["--kinds", *kinds] if kinds else [])], work / "logs" / "apply.log")
+        labels[name] = fixed
+        fixes[name] = {"k": k, "top_share": frac, "kinds": kinds or "all",
+                       **fix_precision(fixed.with_name(fixed.stem + ".changes.csv"), truth, clean)}
+        print(name, fixes[name], flush=True)
     # the honest question: the top fixes on TrashNet's own labels
     k_own = round(args.own_top * n_bad)
     if not args.no_own:
@@ -451,11 +488,13 @@ def fix_main(argv: list[str]) -> None:
         "command": f"python bench/bench_label_issues.py fix --epochs {args.epochs} --imgsz {args.imgsz} --share "
                    f"{args.share} --top {' '.join(map(str, args.top))} --test-share {args.test_share}"
                    + (f" --final-epochs {args.final_epochs}" if args.final_epochs else "")
+                   + (f" --kinds {' '.join(args.kinds)} --kinds-top {' '.join(map(str, args.kinds_top))}"
+                      if args.kinds_top else "")
                    + (" --no-own" if args.no_own else f" --own-top {args.own_top}"),
         "train_images": len(clean["images"]), "train_boxes": len(clean["annotations"]),
         "held_out_images": len(json.loads(test.read_text())["images"]),
         "corrupted": {"swapped": len(truth["swapped"]), "shifted": len(truth["shifted"]), "deleted": len(truth["deleted"])},
-        "issues_found": len(json.loads(issues.read_text())),
+        "issues_found": len(json.loads(issues.read_text())), "suggestions_by_kind": by_kind,
         "clean": {k: v for k, v in scores["clean"].items() if k != "_boot"},
         "corrupted_model": {k: v for k, v in scores["corrupted"].items() if k != "_boot"},
         "loss": loss, "loss_ci95": list(interval(ceiling - base)), "fixed": result,

@@ -294,6 +294,108 @@ def test_the_plan_takes_the_largest_size_that_reaches_the_epochs_needed():
     assert choose([Candidate(320, 0, 16, note="cannot probe")], 20)[0] is None
 
 
+def test_the_size_that_resolves_the_objects_is_where_few_boxes_are_small():
+    from coco2yolo.training.plan import box_areas, resolving_size, small_share
+
+    doc = {"images": [{"id": 1, "width": 1000, "height": 500}, {"id": 2, "width": "x", "height": 9}],
+           "annotations": [{"id": 1, "image_id": 1, "bbox": [0, 0, 110, 110]},   # area 0.0121 of 1000 px squared
+                           {"id": 2, "image_id": 1, "bbox": [0, 0, 30, 30]},     # 0.0009
+                           {"id": 3, "image_id": 1, "bbox": [0, 0, 0, 10]},      # no box: left out
+                           {"id": 4, "image_id": 2, "bbox": [0, 0, 5, 5]},       # its image has no usable size
+                           {"id": 5, "image_id": 1, "bbox": "nope"}]}
+    areas = box_areas(doc)
+    assert [round(a, 6) for a in areas] == [0.0121, 0.0009]
+    # at 320 px the 110 px box is 35.2 px wide (not small), the 30 px box 9.6 px (small); at 1280 px 38.4 px (not small)
+    assert small_share(areas, 320) == 0.5 and small_share(areas, 1280) == 0.0 and small_share((), 320) is None
+    sizes = [256, 320, 640, 1024, 1280]
+    assert resolving_size(areas, sizes, 0.5) == 320
+    assert resolving_size(areas, sizes, 0.0) == 1280
+    assert resolving_size(areas, [256, 320], 0.0) == 320  # none resolves them: the largest, its pixels still help
+    assert resolving_size((), sizes, 0.05) is None          # no boxes: no limit
+    assert box_areas([1, 2]) == () and box_areas({"images": None}) == ()
+    # read as data: crowd regions (not trained on), hostile ids and sizes are left out, nothing raises
+    hostile = {"images": [{"id": [1], "width": 10, "height": 10}, {"id": True, "width": 10, "height": 10},
+                          {"id": 3, "width": 10 ** 400, "height": 10}, {"id": 4, "width": float("nan"), "height": 9},
+                          {"id": 5, "width": 100, "height": 100}],
+               "annotations": [{"image_id": 5, "bbox": [0, 0, 10 ** 400, 5]}, {"image_id": 5, "bbox": [0, 0, 50, 50],
+                                                                               "iscrowd": 1},
+                               {"image_id": [5], "bbox": [0, 0, 5, 5]}, {"image_id": 5, "bbox": [0, 0, 10, 20]},
+                               {"image_id": 3, "bbox": [0, 0, 5, 5]}, {"image_id": 4, "bbox": [0, 0, 5, 5]}, "x"]}
+    assert box_areas(hostile) == (0.02,)
+
+
+def test_the_plan_probes_no_size_above_the_one_that_resolves_the_objects():
+    """Boxes large enough at 320 px: 416 and 640 px are listed, not probed, and the hour goes to epochs at 320 px;
+    tiny boxes let the plan go up to the largest size that reaches the epochs needed; a size given is kept."""
+    from coco2yolo.training.plan import Counts, make_plan
+
+    probed = []
+
+    def measure(imgsz, batch, freeze):
+        probed.append(imgsz)
+        return 1e-4 * (imgsz / 320) ** 2
+
+    settings = {"model": "yolov5nu.yaml", "weights": None, "imgsz": 640, "batch": 16, "freeze": None, "val": True}
+    large = Counts(500, 50, 640, (0.05,) * 90 + (0.012,) * 7 + (0.001,) * 3)  # 3% small at 320 px, 10% at 256 px
+    plan = make_plan(settings, {"time"}, large, 1.0, time.time(), "cpu", measure=measure)
+    assert probed == [256, 320] and plan.chosen.imgsz == 320 and "objects are resolved" in plan.why
+    assert [c.note for c in plan.candidates if c.imgsz > 320] == ["the objects are resolved at 320 px"] * 3
+    rec = plan.record()
+    assert rec["objects"]["resolved_at"] == 320 and rec["objects"]["small_share_by_imgsz"][320] == 0.03
+    assert "small boxes  3.0%" in plan.block() and rec["rule"]["max_small_share"] == 0.05
+    probed.clear()
+    tiny = Counts(500, 50, 640, (0.0005,) * 100)  # 11 px at 512: small at every size up to the photos' own
+    plan = make_plan(settings, {"time"}, tiny, 1.0, time.time(), "cpu", measure=measure)
+    assert probed == [256, 320, 416, 512, 640] and plan.chosen.imgsz == 640 and "largest image size" in plan.why
+    probed.clear()
+    plan = make_plan({**settings, "imgsz": 640}, {"time", "imgsz"}, large, 1.0, time.time(), "cpu", measure=measure)
+    assert probed == [640] and plan.chosen.imgsz == 640 and plan.record()["objects"]["resolved_at"] is None
+    probed.clear()
+    plan = make_plan(settings, {"time"}, (500, 50, 640), 1.0, time.time(), "cpu", measure=measure)  # no boxes known
+    assert probed == [256, 320, 416, 512, 640] and plan.chosen.imgsz == 640
+
+
+def test_a_rule_without_the_small_share_sets_no_size_limit(tmp_path, monkeypatch):
+    from coco2yolo.training import plan
+
+    rule = tmp_path / "epochs_needed.yaml"
+    rule.write_text("epochs_needed: 5\noverhead: 1.0\n")
+    monkeypatch.setattr(plan, "RULE_FILE", rule)
+    settings = {"model": "yolov5nu.yaml", "weights": None, "imgsz": 640, "batch": 16, "freeze": None, "val": True}
+    made = plan.make_plan(settings, {"time"}, plan.Counts(100, 10, 640, (0.05,) * 10), 1.0, time.time(), "cpu",
+                          measure=lambda imgsz, batch, freeze: 1e-4)
+    assert made.chosen.imgsz == 640 and made.record()["objects"]["resolved_at"] is None
+
+
+def test_a_second_plan_answers_from_the_first_plans_probes():
+    """--search that does not search plans again for the whole budget: the sizes the first plan probed are not
+    probed again (their seconds come from it), a size it did not probe is."""
+    from coco2yolo.training.plan import make_plan
+
+    probed = []
+
+    def measure(imgsz, batch, freeze):
+        probed.append(imgsz)
+        return 1e-2 * (imgsz / 320) ** 2
+
+    settings = {"model": "yolov5nu.yaml", "weights": None, "imgsz": 640, "batch": 16, "freeze": None, "val": True}
+    counts = (500, 50, 640)
+    first = make_plan(settings, {"time"}, counts, 0.1, time.time(), "cpu", measure=measure)  # 6 min: 512 falls short
+    assert probed == [256, 320, 416, 512] and first.chosen.imgsz == 416
+    assert first.candidates[0].seconds_per_image == measure(256, 16, 0)
+    probed.clear()
+    second = make_plan(settings, {"time"}, counts, 1.0, time.time(), "cpu", measure=first.measured())
+    assert probed == [640] and second.chosen.imgsz == 640
+    assert [c.seconds_per_image for c in second.candidates[:4]] == [c.seconds_per_image for c in first.candidates[:4]]
+    # a batch the first plan had to halve (a GPU's memory) is refused as it was, without probing again
+    first.candidates[1].batch = 8
+    again = first.measured()
+    with pytest.raises(RuntimeError, match="out of memory"):
+        again(320, 16, 0)
+    probed.clear()
+    assert again(320, 8, 0) == first.candidates[1].seconds_per_image and again(320, 4, 0) and probed == [320]
+
+
 def test_the_probe_to_epoch_factor_is_interpolated_by_image_size():
     from coco2yolo.training.plan import overhead_for
 
@@ -312,6 +414,9 @@ def test_a_malformed_rule_is_one_line(tmp_path, monkeypatch):
     bad.write_text("epochs_needed: 32\noverhead: 0.9\noverhead_by_imgsz: {320: -1}\n")
     monkeypatch.setattr(plan, "RULE_FILE", bad)
     with pytest.raises(UserError, match="overhead_by_imgsz"):
+        plan.rule()
+    bad.write_text("epochs_needed: 32\noverhead: 0.9\nmax_small_share: 5\n")
+    with pytest.raises(UserError, match="max_small_share is a share from 0 to 1"):
         plan.rule()
 
 
@@ -351,6 +456,9 @@ def test_a_timed_run_plans_the_image_size_and_records_it(sample, tmp_path, capsy
     sizes = [c["imgsz"] for c in plan["candidates"]]
     assert sizes[:2] == [256, 320] and all(c["batch"] == 8 for c in plan["candidates"])
     assert plan["chosen"]["imgsz"] in sizes and side["imgsz"] == plan["chosen"]["imgsz"] == side["config"]["imgsz"]
+    # the converted dataset's boxes say where the objects are resolved; no size above it is probed
+    assert plan["objects"]["boxes"] > 0 and plan["objects"]["resolved_at"] in sizes
+    assert all(c["seconds_per_epoch"] == 0 for c in plan["candidates"] if c["imgsz"] > plan["objects"]["resolved_at"])
     assert plan["candidates"][0]["seconds_per_epoch"] > 0 and plan["epochs_needed"] >= 5 and block
     assert plan["probe_seconds"] < 45 and side["command_seconds"] <= 45 + 2 * side["seconds_per_epoch"] + 15
     # the size given, or --no-plan: no plan
@@ -472,6 +580,8 @@ def test_train_yolo_search_without_the_budget_for_it_trains_the_plan(tmp_path):
     side = json.loads((tmp_path / "w" / "solo.json").read_text())
     assert side["search"]["min_epochs"] == 100000 and side["search"]["trial_epochs"] < 100000
     assert side["search"]["skipped"] and side["plan"]["chosen"]  # plain --time's plan, for the whole budget
+    measured = [c for c in side["plan"]["candidates"] if c["seconds_per_epoch"]]
+    assert measured and all(c["probe_seconds"] == 0.0 for c in measured)  # the first plan's probes, not again
     assert side["budget_hours"] == pytest.approx(12 / 3600) and side["epochs_done"] >= 1
     assert not (tmp_path / "runs" / "search" / "solo" / "exp").exists()
 

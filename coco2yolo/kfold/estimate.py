@@ -71,16 +71,20 @@ class Estimator:
         except UserError:
             self.cache = {}
         self.n_images = self._count_images()
+        self._stats: tuple[int | None, tuple[float, ...]] | None = None
 
     def photo_stats(self) -> tuple[int | None, tuple[float, ...]]:
         """The longest side of the experiment's training photos and their boxes' relative areas (from its JSON), for
         the plan's sizes (:class:`coco2yolo.training.plan.Counts`)."""
         from coco2yolo.training.plan import box_areas
 
-        if self.exp.train is None or not self.exp.train.is_file():
-            return None, ()
-        doc = load_json(self.exp.train, "COCO file")
-        return self._longest(doc), box_areas(doc)
+        if self._stats is None:
+            if self.exp.train is None or not self.exp.train.is_file():
+                self._stats = (None, ())
+            else:
+                doc = load_json(self.exp.train, "COCO file")
+                self._stats = (self._longest(doc), box_areas(doc))
+        return self._stats
 
     @staticmethod
     def _longest(doc: Any) -> int | None:

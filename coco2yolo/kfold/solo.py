@@ -147,7 +147,7 @@ def search_then_train(args: argparse.Namespace) -> int:
         needs = f"; a search needs --time of about {cli.format_hours(enough / 3600)} or more here" if finite else ""
         print(f"budget {cli.format_hours(cfg['time'])}: no search: {why}{needs}. The whole budget trains the plan's "
               "choice, as plain --time.", flush=True)
-        train.run(cfg, extra, started=started, given=given,
+        train.run(cfg, extra, started=started, given=given, measure=plan.measured(),  # its probes, not again
                   search={"skipped": why, "trial_epochs": round(epochs, 1), "min_epochs": min_epochs,
                           "budget_hours": cfg["time"],
                           "budget_hours_for_a_search": round(enough / 3600, 2) if finite else None})

@@ -49,6 +49,7 @@ class Candidate:
     probe_seconds: float = 0.0
     note: str = ""
     small_share: float | None = None  # the share of training boxes under small_px x small_px at this size
+    seconds_per_image: float = 0.0    # the probe's measurement (before the factor and the image count)
 
 
 @dataclass
@@ -66,6 +67,7 @@ class Plan:
     device: str
     rule: dict[str, Any] = field(default_factory=dict)
     objects: dict[str, Any] = field(default_factory=dict)
+    _probe: Any = field(default=None, repr=False, compare=False)  # how make_plan measured (seconds per image)
 
     def record(self) -> dict[str, Any]:
         """The sidecar's ``plan``."""
@@ -75,6 +77,19 @@ class Plan:
                 "left_seconds": round(self.left_seconds, 1), "probe_seconds": round(self.probe_seconds, 1),
                 "you_gave": self.fixed, "train_images": self.train_images, "val_images": self.val_images,
                 "device": self.device, "rule": self.rule, "objects": self.objects}
+
+    def measured(self) -> Any:
+        """A ``measure`` for :func:`make_plan` that answers from this plan's probes and probes only what they lack:
+        a second plan on the same device (``--search`` that does not search) spends no budget probing again."""
+        seen = {(c.imgsz, c.freeze): (c.batch, c.seconds_per_image) for c in self.candidates if c.seconds_per_image}
+
+        def measure(imgsz: int, batch: int, freeze: int) -> float:
+            fit, per_image = seen.get((imgsz, freeze), (0, 0.0))
+            if per_image and batch > fit:  # the first plan halved it to fit (a GPU's memory): halve again, unprobed
+                raise RuntimeError(f"out of memory at batch {batch} (the first plan's probe)")
+            return per_image if per_image and batch == fit else self._probe(imgsz, batch, freeze)
+
+        return measure
 
     def block(self) -> str:
         """The plan as one block of text, printed before the first epoch."""
@@ -108,7 +123,7 @@ def rule() -> dict[str, Any]:
             isinstance(k, int) and not isinstance(k, bool) and k > 0 and isinstance(v, (int, float))
             and not isinstance(v, bool) and 0 < v < 100 for k, v in by_size.items()):
         raise UserError(f"{RULE_FILE}: overhead_by_imgsz maps image sizes (positive integers) to positive numbers")
-    share, px = doc.get("max_small_share", 1.0), doc.get("small_px", 32)
+    share, px = doc.get("max_small_share", 0.0), doc.get("small_px", 32)
     if (isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 <= share <= 1
             or isinstance(px, bool) or not isinstance(px, (int, float)) or not 0 < px <= 4096):
         raise UserError(f"{RULE_FILE}: max_small_share is a share from 0 to 1 and small_px a positive size in pixels")
@@ -228,20 +243,23 @@ class Counts(NamedTuple):
 
 def box_areas(doc: Any) -> tuple[float, ...]:
     """Each annotation's ``w * h / longest_side**2`` in a COCO dataset (what the photo is resized by: a training size
-    ``s`` makes the box ``area * s**2`` pixels); annotations without a usable box or image are left out."""
-    if not isinstance(doc, dict):
+    ``s`` makes the box ``area * s**2`` pixels); crowd regions (not trained on) and annotations without a usable box
+    or image are left out: the values are read as data, whatever the file holds."""
+    def number(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < 1e9  # no NaN, inf or overflow
+
+    if not isinstance(doc, dict) or not isinstance(doc.get("images"), list):
         return ()
-    longest = {im.get("id"): max(im.get("width"), im.get("height")) for im in doc.get("images") or []
-               if isinstance(im, dict) and all(isinstance(im.get(k), (int, float)) and not isinstance(im.get(k), bool)
-                                               and im.get(k) > 0 for k in ("width", "height"))}
+    longest = {im["id"]: max(im["width"], im["height"]) for im in doc["images"]
+               if isinstance(im, dict) and isinstance(im.get("id"), int) and not isinstance(im.get("id"), bool)
+               and number(im.get("width")) and number(im.get("height"))}
     out = []
-    for a in doc.get("annotations") or []:
-        box = a.get("bbox") if isinstance(a, dict) else None
-        side = longest.get(a.get("image_id")) if isinstance(a, dict) and isinstance(a.get("image_id"), int) else None
-        if (side and isinstance(box, list) and len(box) == 4
-                and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in box)
-                and box[2] > 0 and box[3] > 0):
-            out.append(float(box[2]) * float(box[3]) / (side * side))
+    for a in doc.get("annotations") if isinstance(doc.get("annotations"), list) else []:
+        if not isinstance(a, dict) or a.get("iscrowd") or not isinstance(a.get("image_id"), int):
+            continue
+        box, side = a.get("bbox"), longest.get(a["image_id"])
+        if side and isinstance(box, list) and len(box) == 4 and number(box[2]) and number(box[3]):
+            out.append(float(box[2]) / side * float(box[3]) / side)
     return tuple(out)
 
 
@@ -313,7 +331,7 @@ def sizes_for(longest: int | None, fixed_imgsz: int | None) -> list[int]:
 
 
 def choose(cands: list[Candidate], epochs_needed: int, resolved_at: int | None = None,
-           max_small_share: float | None = None) -> tuple[Candidate | None, str]:
+           max_small_share: float | None = None, small_px: float = 32) -> tuple[Candidate | None, str]:
     """The largest image size that reaches ``epochs_needed`` epochs, no larger than ``resolved_at`` (the size at which
     the objects are resolved: :func:`resolving_size`), unfrozen if any does; else the candidate that reaches the most
     epochs (the smallest, frozen where that helps)."""
@@ -328,8 +346,9 @@ def choose(cands: list[Candidate], epochs_needed: int, resolved_at: int | None =
             if resolved_at is not None and best.imgsz == resolved_at and any(
                     c.imgsz > resolved_at for c in cands):
                 share = f"{best.small_share:.1%}" if best.small_share is not None else "few"
-                return best, (f"the size at which the objects are resolved ({share} of the training boxes under 32 x 32 "
-                              f"px, at most {max_small_share:.0%} allowed), and it reaches the {epochs_needed} epochs "
+                return best, (f"the size at which the objects are resolved ({share} of the training boxes under "
+                              f"{small_px:g} x {small_px:g} px, at most {max_small_share or 0:.1%} allowed), and it "
+                              f"reaches the {epochs_needed} epochs "
                               f"a run needs: the rest of the budget goes to epochs, not pixels (cfg/epochs_needed.yaml)"
                               f"{frozen}")
             return best, (f"the largest image size that reaches {epochs_needed} epochs, the epochs a run needs "
@@ -356,14 +375,18 @@ def make_plan(settings: dict[str, Any], given: set[str], counts: tuple[Any, ...]
     areas: tuple[float, ...] = tuple(rest[0]) if rest else ()
     fixed = sorted(k for k in ("imgsz", "batch", "freeze") if k in given)
     sizes = sizes_for(longest, settings["imgsz"] if "imgsz" in given else None)
-    max_share, small_px = float(fitted.get("max_small_share", 1.0)), float(fitted.get("small_px", 32))
-    resolved_at = None if "imgsz" in given else resolving_size(areas, sizes, max_share, small_px)
+    max_share, small_px = fitted.get("max_small_share"), float(fitted.get("small_px", 32))
+    resolved_at = (None if "imgsz" in given or max_share is None  # a rule without the share: no limit
+                   else resolving_size(areas, sizes, float(max_share), small_px))
     pretrained = bool(settings.get("weights")) or str(settings.get("model", "")).endswith(".pt")
     freezes = ([int(settings.get("freeze") or 0)] if "freeze" in given else [0, FREEZE] if pretrained else [0])
     on_gpu = device != "cpu" and torch.cuda.is_available()
     dev_name = torch.cuda.get_device_name(int((device or "0").split(",")[0])) if on_gpu else "cpu"
     batch0 = settings["batch"] if isinstance(settings["batch"], int) and settings["batch"] > 0 else 16
     val_on = bool(settings.get("val", True))
+    run_probe = measure if measure is not None else (
+        lambda imgsz, batch, freeze: probe(settings["model"], settings.get("weights"), imgsz, batch,
+                                           (device or "0") if on_gpu else "cpu", freeze))
     cands: list[Candidate] = []
     t_plan = time.time()
     for freeze in freezes:
@@ -386,9 +409,7 @@ def make_plan(settings: dict[str, Any], given: set[str], counts: tuple[Any, ...]
             per_image = None
             while True:
                 try:
-                    per_image = (measure(imgsz, c.batch, freeze) if measure is not None else
-                                 probe(settings["model"], settings.get("weights"), imgsz, c.batch,
-                                       (device or "0") if on_gpu else "cpu", freeze))
+                    per_image = run_probe(imgsz, c.batch, freeze)
                     break
                 except RuntimeError as err:
                     if on_gpu and _is_oom(err) and c.batch > 1 and "batch" not in given:
@@ -400,6 +421,7 @@ def make_plan(settings: dict[str, Any], given: set[str], counts: tuple[Any, ...]
             c.probe_seconds = round(time.time() - t0, 1)
             if per_image is None:
                 continue
+            c.seconds_per_image = per_image
             images = n_train + (VAL_SHARE * n_val if val_on else 0)
             c.seconds_per_epoch = round(per_image * overhead_for(fitted, imgsz) * images, 2)
             left = budget - (time.time() - started) - STARTUP
@@ -407,9 +429,9 @@ def make_plan(settings: dict[str, Any], given: set[str], counts: tuple[Any, ...]
             if log is not None:
                 print(f"plan: probed imgsz {imgsz}, freeze {freeze}: {c.seconds_per_epoch:.1f} s an epoch", file=log,
                       flush=True)
-    chosen, why = choose(cands, need, resolved_at, max_share)
+    chosen, why = choose(cands, need, resolved_at, max_share, small_px)
     left = budget - (time.time() - started)
-    return Plan(cands, chosen, why, need, budget, left, time.time() - t_plan, fixed, n_train, n_val, dev_name,
+    plan = Plan(cands, chosen, why, need, budget, left, time.time() - t_plan, fixed, n_train, n_val, dev_name,
                 rule={"file": RULE_FILE.name, "epochs_needed": need, "overhead": overhead,
                       "overhead_by_imgsz": dict(fitted.get("overhead_by_imgsz") or {}),
                       "max_small_share": max_share, "small_px": small_px,
@@ -417,6 +439,8 @@ def make_plan(settings: dict[str, Any], given: set[str], counts: tuple[Any, ...]
                 objects={"boxes": len(areas), "resolved_at": resolved_at,
                          "small_share_by_imgsz": {s: round(v, 4) for s in sizes
                                                   if (v := small_share(areas, s, small_px)) is not None}})
+    plan._probe = run_probe
+    return plan
 
 
 def open_settings(settings: dict[str, Any], given: set[str]) -> list[str]:

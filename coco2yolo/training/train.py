@@ -304,13 +304,14 @@ def _check_values(cfg: dict[str, Any]) -> None:
 
 
 def run(cfg: dict[str, Any], extra: dict[str, Any], reporter: Any = None, started: float | None = None,
-        given: set[str] | None = None, search: dict[str, Any] | None = None) -> dict[str, Any]:
+        given: set[str] | None = None, search: dict[str, Any] | None = None, measure: Any = None) -> dict[str, Any]:
     """Train with a resolved config; return the sidecar dict (also written to weights/N.json).
 
     ``reporter``: a :class:`coco2yolo.training.budget.TrialReporter` (a recipe search's trial); ``started``: when
     the command started (a ``time`` budget counts from there; default: now); ``given``: the keys the user set
     (a ``time`` budget's plan keeps them; default: every key of ``cfg`` and ``extra``, so nothing is planned);
-    ``search``: what ``--search`` decided, for the sidecar.
+    ``search``: what ``--search`` decided, for the sidecar; ``measure``: the plan's probe
+    (:func:`coco2yolo.training.plan.make_plan`; a plan already made answers with its own: ``Plan.measured()``).
     """
     started = time.time() if started is None else started
     ultra.setup()
@@ -335,13 +336,13 @@ def run(cfg: dict[str, Any], extra: dict[str, Any], reporter: Any = None, starte
         plan = None
         if cfg.get("time") and cfg.get("plan") and not cfg["resume"] and reporter is None:
             cfg, extra, plan = _planned(cfg, extra, set(cfg) | set(extra) if given is None else given, data_yaml, data,
-                                        started)  # nothing left open: no plan (None)
+                                        started, measure)  # nothing left open: no plan (None)
         return _train(cfg, extra, data_yaml, cmap, from_file, project, run_dir, out_pt, augmentations, reporter,
                       started, plan, search)
 
 
 def _planned(cfg: dict[str, Any], extra: dict[str, Any], given: set[str], data_yaml: Path, data: dict[str, Any],
-             started: float) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any] | None]:
+             started: float, measure: Any = None) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any] | None]:
     """The time budget's plan (:mod:`coco2yolo.training.plan`): printed, applied, and its record for the sidecar."""
     from coco2yolo.training.plan import chosen_settings, dataset_counts, make_plan, open_settings
 
@@ -351,7 +352,7 @@ def _planned(cfg: dict[str, Any], extra: dict[str, Any], given: set[str], data_y
         return cfg, extra, None
     device = str(cfg["device"] or "")
     plan = make_plan(settings, given, dataset_counts(data_yaml, data), cfg["time"], started,
-                     "cpu" if device.lower() == "cpu" else device)
+                     "cpu" if device.lower() == "cpu" else device, measure=measure)
     print(plan.block(), flush=True)
     chosen = chosen_settings(plan)
     cfg = {**cfg, **{k: v for k, v in chosen.items() if k in cfg}}
