@@ -76,22 +76,15 @@ class Estimator:
     def photo_stats(self) -> tuple[int | None, tuple[float, ...]]:
         """The longest side of the experiment's training photos and their boxes' relative areas (from its JSON), for
         the plan's sizes (:class:`coco2yolo.training.plan.Counts`)."""
-        from coco2yolo.training.plan import box_areas
+        from coco2yolo.training.plan import box_areas, longest_side
 
         if self._stats is None:
             if self.exp.train is None or not self.exp.train.is_file():
                 self._stats = (None, ())
             else:
                 doc = load_json(self.exp.train, "COCO file")
-                self._stats = (self._longest(doc), box_areas(doc))
+                self._stats = (longest_side(doc), box_areas(doc))
         return self._stats
-
-    @staticmethod
-    def _longest(doc: Any) -> int | None:
-        sides = [max(im.get("width") or 0, im.get("height") or 0) for im in doc.get("images") or []
-                 if isinstance(im, dict) and isinstance(im.get("width"), (int, float))
-                 and isinstance(im.get("height"), (int, float))] if isinstance(doc, dict) else []
-        return int(max(sides)) if sides else None
 
     def _count_images(self) -> tuple[int, int]:
         """(training images, test images) of the experiment."""

@@ -107,7 +107,7 @@ def _entry(cfg: dict[str, Any], given: set[str], chosen: dict[str, Any], extra: 
 def search_then_train(args: argparse.Namespace) -> int:
     from coco2yolo import ultra
     from coco2yolo.training import config, train
-    from coco2yolo.training.plan import chosen_settings, dataset_counts, make_plan, rule
+    from coco2yolo.training.plan import chosen_settings, dataset_counts, make_plan
 
     started = time.time()
     ultra.setup()
@@ -135,7 +135,7 @@ def search_then_train(args: argparse.Namespace) -> int:
     plan = make_plan(settings, given, dataset_counts(data_yaml, data), (budget - search_s) / 3600, time.time(),
                      "cpu" if device.lower() == "cpu" else device)
     print(plan.block(), flush=True)
-    min_epochs = args.search_min_epochs or int(rule()["epochs_needed"])
+    min_epochs = args.search_min_epochs or plan.epochs_needed  # the rule the plan read
     epochs, enough = trial_reach(plan, search_s, min_epochs)
     if epochs < min_epochs:
         # trials this short rank recipes by how fast they start, not where they end (a frozen backbone led by

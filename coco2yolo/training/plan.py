@@ -263,6 +263,14 @@ def box_areas(doc: Any) -> tuple[float, ...]:
     return tuple(out)
 
 
+def longest_side(doc: Any) -> int | None:
+    """The longest side over a COCO dataset's photos (None when none has a usable size)."""
+    sides = [max(im["width"], im["height"]) for im in (doc.get("images") if isinstance(doc, dict) else None) or []
+             if isinstance(im, dict) and all(isinstance(im.get(k), (int, float)) and not isinstance(im.get(k), bool)
+                                             and 0 < im.get(k) < 1e9 for k in ("width", "height"))]
+    return int(max(sides)) if sides else None
+
+
 def small_share(areas: tuple[float, ...], imgsz: int, small_px: float = 32) -> float | None:
     """The share of boxes smaller than ``small_px`` x ``small_px`` pixels when the photos are trained at ``imgsz``
     (COCO's "small" at 32); None without boxes."""
@@ -305,11 +313,9 @@ def dataset_counts(data_yaml: Path, data: dict[str, Any]) -> Counts:
         if f.is_file():
             try:
                 doc = json.loads(f.read_text(encoding="utf-8"))
-                sides = [max(float(im["width"]), float(im["height"])) for im in doc.get("images", [])
-                         if isinstance(im, dict) and isinstance(im.get("width"), (int, float))
-                         and isinstance(im.get("height"), (int, float))]
-                if sides:
-                    longest = max(longest or 0, int(max(sides)))
+                side = longest_side(doc)
+                if side:
+                    longest = max(longest or 0, side)
                 if name == "train.json":
                     areas = box_areas(doc)
             except (ValueError, OSError, KeyError, TypeError, AttributeError):
