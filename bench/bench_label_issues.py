@@ -410,7 +410,8 @@ def fix_main(argv: list[str]) -> None:
     p.add_argument("--epochs", type=int, default=15)
     p.add_argument("--imgsz", type=int, default=320)
     p.add_argument("--share", type=float, default=0.05)
-    p.add_argument("--top", type=float, nargs="+", default=[0.5, 1.0, 2.0])
+    p.add_argument("--top", type=float, nargs="*", default=[0.5, 1.0, 2.0],
+                   help="fixed sets: the top K issues of every kind, K = each value times the corrupted boxes")
     p.add_argument("--test-share", type=float, default=0.3)
     p.add_argument("--kinds", nargs="+", choices=KINDS, default=["wrong_class", "missing"],
                    help="the kinds of --kinds-top's fixed sets (review apply --kinds)")
@@ -484,13 +485,14 @@ def fix_main(argv: list[str]) -> None:
         "k": k_own, "actions": dict(own_actions), "mAP50": scores[own]["mAP50"], "ci95": scores[own]["ci95"],
         "minus_clean": scores[own]["mAP50"] - scores["clean"]["mAP50"],
         "minus_clean_ci95": list(interval(scores[own]["_boot"] - ceiling))}
-    record("label_fix" if args.work == str(OUT / "label_fix") else "label_fix_smoke", {
+    record(Path(args.work).name, {  # bench/out/label_fix.json for the default --work
         "command": f"python bench/bench_label_issues.py fix --epochs {args.epochs} --imgsz {args.imgsz} --share "
                    f"{args.share} --top {' '.join(map(str, args.top))} --test-share {args.test_share}"
                    + (f" --final-epochs {args.final_epochs}" if args.final_epochs else "")
                    + (f" --kinds {' '.join(args.kinds)} --kinds-top {' '.join(map(str, args.kinds_top))}"
                       if args.kinds_top else "")
-                   + (" --no-own" if args.no_own else f" --own-top {args.own_top}"),
+                   + (" --no-own" if args.no_own else f" --own-top {args.own_top}")
+                   + (f" --work {args.work}" if args.work != str(OUT / "label_fix") else ""),
         "train_images": len(clean["images"]), "train_boxes": len(clean["annotations"]),
         "held_out_images": len(json.loads(test.read_text())["images"]),
         "corrupted": {"swapped": len(truth["swapped"]), "shifted": len(truth["shifted"]), "deleted": len(truth["deleted"])},
