@@ -293,8 +293,9 @@ def _run(cmd: list[str], log: Path) -> float:
     return time.time() - t0
 
 
-def trained_predictions(labels: Path, name: str, work: Path, test: Path, args) -> tuple[Path, float]:
-    """Convert ``labels`` (all photos in training), train one model on them, predict the held-out photos."""
+def trained_predictions(labels: Path, name: str, work: Path, test: Path, args, seed: int = 0) -> tuple[Path, float]:
+    """Convert ``labels`` (all photos in training), train one model on them (``seed``), predict the held-out photos."""
+    name = name if seed == 0 else f"{name}_seed{seed}"
     preds = work / "preds" / f"{name}.json"
     if preds.exists():
         return preds, 0.0
@@ -307,8 +308,8 @@ def trained_predictions(labels: Path, name: str, work: Path, test: Path, args) -
                    warmup_epochs=3.0, close_mosaic=10)
     seconds += _run(["train_yolo.py", "--data", ds / "data.yaml", "--model", m["model"], "--weights", m["weights"],
                      "--epochs", m["epochs"], "--imgsz", m["imgsz"], "--batch", m["batch"], "--no-val", "--no-plots",
-                     "--seed", "0", "--optimizer", "SGD", "--lr0", "0.01", "--device", "cpu", "--name", f"fix_{name}",
-                     "--weights-dir", work / "weights", "--exist-ok"], log)
+                     "--seed", str(seed), "--optimizer", "SGD", "--lr0", "0.01", "--device", "cpu",
+                     "--name", f"fix_{name}", "--weights-dir", work / "weights", "--exist-ok"], log)
     seconds += _run(["infer.py", "--weights", work / "weights" / f"fix_{name}.pt", "--images", test, "--out", preds,
                      "--device", "cpu"], log)
     return preds, seconds
@@ -424,6 +425,9 @@ def fix_main(argv: list[str]) -> None:
                    help="the honest question's K, times the number of corrupted boxes (default 0.5: 246 on TrashNet)")
     p.add_argument("--no-own", action="store_true",
                    help="skip the question on TrashNet's own labels (three out-of-fold trainings and one model fewer)")
+    p.add_argument("--noise-seeds", type=int, nargs="*", default=[],
+                   help="train the corrupted labels' model again with each of these seeds: how far two trainings of "
+                        "the same labels differ (the bootstrap over held-out photos leaves that out)")
     args = p.parse_args(argv)
     from coco2yolo.evaluation.metrics import interval
 
@@ -468,6 +472,10 @@ def fix_main(argv: list[str]) -> None:
     for name, path in labels.items():
         preds[name], seconds[name] = trained_predictions(path, name, work, test, args)
         print(name, "trained and predicted", round(seconds[name]), "s", flush=True)
+    for seed in args.noise_seeds:
+        name = f"corrupted_seed{seed}"
+        preds[name], seconds[name] = trained_predictions(bad_path, "corrupted", work, test, args, seed=seed)
+        print(name, "trained and predicted", round(seconds[name]), "s", flush=True)
     scores = score_paired(test_gt, preds)
     base, ceiling = scores["corrupted"]["_boot"], scores["clean"]["_boot"]
     loss = scores["clean"]["mAP50"] - scores["corrupted"]["mAP50"]
@@ -492,6 +500,7 @@ def fix_main(argv: list[str]) -> None:
                    + (f" --kinds {' '.join(args.kinds)} --kinds-top {' '.join(map(str, args.kinds_top))}"
                       if args.kinds_top else "")
                    + (" --no-own" if args.no_own else f" --own-top {args.own_top}")
+                   + (f" --noise-seeds {' '.join(map(str, args.noise_seeds))}" if args.noise_seeds else "")
                    + (f" --work {args.work}" if args.work != str(OUT / "label_fix") else ""),
         "train_images": len(clean["images"]), "train_boxes": len(clean["annotations"]),
         "held_out_images": len(json.loads(test.read_text())["images"]),
@@ -501,6 +510,11 @@ def fix_main(argv: list[str]) -> None:
         "corrupted_model": {k: v for k, v in scores["corrupted"].items() if k != "_boot"},
         "loss": loss, "loss_ci95": list(interval(ceiling - base)), "fixed": result,
         "own_labels": own_result,
+        "training_noise": {f"corrupted_seed{seed}": {
+            "mAP50": scores[f"corrupted_seed{seed}"]["mAP50"],
+            "minus_seed0": scores[f"corrupted_seed{seed}"]["mAP50"] - scores["corrupted"]["mAP50"],
+            "minus_seed0_ci95": list(interval(scores[f"corrupted_seed{seed}"]["_boot"] - base))}
+            for seed in args.noise_seeds},
         "seconds": round(time.time() - t0), "seconds_per_model": {k: round(v) for k, v in seconds.items()}})
 
 
