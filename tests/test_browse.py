@@ -137,7 +137,9 @@ def test_fiftyone_launch_serves_loopback_only_and_ctrl_c_keeps_the_dataset(fo, t
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "coco2yolo", "fiftyone", "--gt", str(gt), str(preds), "--name",
                              "launched", "--no-eval", "--launch", "--port", str(port)], cwd=ROOT, env=os.environ,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            # a suite started in the background (cmd &) inherits SIGINT ignored: Ctrl-C as at a terminal
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     listening = None
     end = time.time() + 120
     while time.time() < end and listening is None and proc.poll() is None:
