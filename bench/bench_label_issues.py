@@ -31,8 +31,12 @@ number of corrupted boxes applied, a model trained on them, its held-out mAP50 a
 ``--kinds-top F`` adds fixed sets of the top K issues of ``--kinds`` only (default wrong_class and missing: the kinds
 whose suggestions most often undo a corruption); the precision of each kind's suggestions by score is printed too.
 ``--noise-seeds S...`` trains the corrupted labels' model again with each seed: how far a second training of the
-same labels moves held-out mAP50 (0.012 at 12 epochs on TrashNet, as large as the gains measured; the intervals,
-which resample held-out photos for fixed models, leave it out).
+same labels moves held-out mAP50 (0.012 at 12 epochs on TrashNet, as large as the gains measured; intervals that
+resample only the held-out photos for fixed models leave it out). ``--seeds S...`` trains every label set once per
+seed (the corrupted and fixed sets on the same seeds, pair by pair, then the clean set on ``--clean-seeds``): each
+figure is then the mean over seeds, each difference is also given seed by seed, and every interval resamples the
+seeds (with replacement, the same draw for sets on the same seeds) as well as the photos. A run with more seeds
+reuses the trainings of a run with fewer (same ``--work``).
 """
 
 from __future__ import annotations
@@ -409,6 +413,25 @@ def score_paired(test_gt: Path, preds: dict[str, Path], n_boot: int = 1000) -> d
     return out
 
 
+def seed_resampled(runs: dict[str, dict[int, np.ndarray]], seed: int = 0) -> dict[str, np.ndarray]:
+    """Each label set's mean mAP50 over its seeds in every bootstrap resample.
+
+    ``runs[set][seed]`` holds one trained model's mAP50 on each resample of the held-out photos (the same resamples
+    for every model, see :func:`score_paired`). Each resample also draws the seeds with replacement, one draw per
+    list of seeds, so that sets trained on the same seeds stay paired: the intervals then include how far another
+    training moves a model, which resampling photos alone leaves out (with few seeds they are still too narrow)."""
+    rng = np.random.default_rng(seed)
+    draws: dict[tuple, np.ndarray] = {}
+    out = {}
+    for name, by_seed in runs.items():
+        seeds = tuple(sorted(by_seed))
+        stack = np.stack([by_seed[s] for s in seeds])  # (seeds, resamples)
+        if seeds not in draws:
+            draws[seeds] = rng.integers(0, len(seeds), size=stack.shape)
+        out[name] = np.take_along_axis(stack, draws[seeds], axis=0).mean(axis=0)
+    return out
+
+
 def fix_main(argv: list[str]) -> None:
     p = argparse.ArgumentParser(prog="bench_label_issues.py fix")
     p.add_argument("--epochs", type=int, default=15)
@@ -431,6 +454,11 @@ def fix_main(argv: list[str]) -> None:
     p.add_argument("--noise-seeds", type=int, nargs="*", default=[],
                    help="train the corrupted labels' model again with each of these seeds: how far two trainings of "
                         "the same labels differ (the bootstrap over held-out photos leaves that out)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0],
+                   help="train every label set's model once per seed (the corrupted and the fixed sets on the same "
+                        "seeds, paired): figures are means over the seeds, intervals resample seeds and photos")
+    p.add_argument("--clean-seeds", type=int, nargs="+", default=None,
+                   help="the seeds of the clean labels' model, the ceiling (default: --seeds)")
     args = p.parse_args(argv)
     from coco2yolo.evaluation.metrics import interval
 
@@ -461,41 +489,58 @@ def fix_main(argv: list[str]) -> None:
         print(name, fixes[name], flush=True)
     # the honest question: the top fixes on TrashNet's own labels
     k_own = round(args.own_top * n_bad)
+    own_name = f"own_fixed_top{k_own}"
     if not args.no_own:
         own_issues = oof_issues(train, "clean", work, args)
         own_fixed = work / f"own_fixed_top{k_own}.json"
         _run(["-m", "coco2yolo.review", "apply", "--gt", train, "--issues", own_issues, "--accept-top", k_own, "--out",
               own_fixed], work / "logs" / "apply.log")
-        labels[f"own_fixed_top{k_own}"] = own_fixed
+        labels[own_name] = own_fixed
         import csv
 
         own_actions = Counter(r["action"]
                               for r in csv.DictReader(own_fixed.with_name(own_fixed.stem + ".changes.csv").open()))
+    # the models: the corrupted and fixed sets seed by seed (paired), then the ceiling, then TrashNet's own labels
+    clean_seeds = args.clean_seeds or args.seeds
+    plan = [(name, labels[name], seed) for seed in args.seeds for name in labels if name not in ("clean", own_name)]
+    plan += [("clean", train, seed) for seed in clean_seeds]
+    plan += [(own_name, labels[own_name], seed) for seed in args.seeds if own_name in labels]
+    plan += [("corrupted_noise", bad_path, seed) for seed in args.noise_seeds]
     preds, seconds = {}, {}
-    for name, path in labels.items():
-        preds[name], seconds[name] = trained_predictions(path, name, work, test, args)
-        print(name, "trained and predicted", round(seconds[name]), "s", flush=True)
-    for seed in args.noise_seeds:
-        name = f"corrupted_seed{seed}"
-        preds[name], seconds[name] = trained_predictions(bad_path, "corrupted", work, test, args, seed=seed)
-        print(name, "trained and predicted", round(seconds[name]), "s", flush=True)
+    for name, path, seed in plan:
+        run = name if seed == 0 else f"{name}_seed{seed}"
+        if name == "corrupted_noise":  # --noise-seeds: the corrupted labels' model, cached under its name
+            run = f"corrupted_seed{seed}"
+            preds[run], seconds[run] = trained_predictions(path, "corrupted", work, test, args, seed=seed)
+        else:
+            preds[run], seconds[run] = trained_predictions(path, name, work, test, args, seed=seed)
+        print(run, "trained and predicted", round(seconds[run]), "s", flush=True)
     scores = score_paired(test_gt, preds)
-    base, ceiling = scores["corrupted"]["_boot"], scores["clean"]["_boot"]
-    loss = scores["clean"]["mAP50"] - scores["corrupted"]["mAP50"]
+    runs_of = {name: {seed: scores[name if seed == 0 else f"{name}_seed{seed}"]["_boot"]
+                      for seed in (clean_seeds if name == "clean" else args.seeds)} for name in labels}
+    point = {name: float(np.mean([scores[name if seed == 0 else f"{name}_seed{seed}"]["mAP50"] for seed in by_seed]))
+             for name, by_seed in runs_of.items()}
+    by_seed = {name: {seed: scores[name if seed == 0 else f"{name}_seed{seed}"]["mAP50"] for seed in runs}
+               for name, runs in runs_of.items()}
+    samples = seed_resampled(runs_of)
+    base, ceiling = samples["corrupted"], samples["clean"]
+    loss = point["clean"] - point["corrupted"]
     result = {}
     for name in fixes:
-        gain = scores[name]["mAP50"] - scores["corrupted"]["mAP50"]
+        gain = point[name] - point["corrupted"]
         with np.errstate(divide="ignore", invalid="ignore"):
-            ratio = (scores[name]["_boot"] - base) / (ceiling - base)
-        result[name] = {**fixes[name], "mAP50": scores[name]["mAP50"], "ci95": scores[name]["ci95"],
-                        "minus_corrupted": gain, "minus_corrupted_ci95": list(interval(scores[name]["_boot"] - base)),
+            ratio = (samples[name] - base) / (ceiling - base)
+        result[name] = {**fixes[name], "mAP50": point[name], "ci95": list(interval(samples[name])),
+                        "mAP50_by_seed": by_seed[name], "minus_corrupted": gain,
+                        "minus_corrupted_ci95": list(interval(samples[name] - base)),
+                        "minus_corrupted_by_seed": {s: by_seed[name][s] - by_seed["corrupted"][s] for s in args.seeds},
                         "recovered_share": gain / loss if loss else None,
                         "recovered_share_ci95": list(interval(ratio[np.isfinite(ratio)]))}
-    own = f"own_fixed_top{k_own}"  # scored above unless --no-own
+        print(name, {k: v for k, v in result[name].items() if k not in fixes[name]}, flush=True)
     own_result = None if args.no_own else {
-        "k": k_own, "actions": dict(own_actions), "mAP50": scores[own]["mAP50"], "ci95": scores[own]["ci95"],
-        "minus_clean": scores[own]["mAP50"] - scores["clean"]["mAP50"],
-        "minus_clean_ci95": list(interval(scores[own]["_boot"] - ceiling))}
+        "k": k_own, "actions": dict(own_actions), "mAP50": point[own_name], "ci95": list(interval(samples[own_name])),
+        "mAP50_by_seed": by_seed[own_name], "minus_clean": point[own_name] - point["clean"],
+        "minus_clean_ci95": list(interval(samples[own_name] - ceiling))}
     record(Path(args.work).name, {  # bench/out/label_fix.json for the default --work
         "command": f"python bench/bench_label_issues.py fix --epochs {args.epochs} --imgsz {args.imgsz} --share "
                    f"{args.share} --top {' '.join(map(str, args.top))} --test-share {args.test_share}"
@@ -504,20 +549,24 @@ def fix_main(argv: list[str]) -> None:
                       if args.kinds_top else "")
                    + (" --no-own" if args.no_own else f" --own-top {args.own_top}")
                    + (f" --noise-seeds {' '.join(map(str, args.noise_seeds))}" if args.noise_seeds else "")
+                   + (f" --seeds {' '.join(map(str, args.seeds))}" if args.seeds != [0] else "")
+                   + (f" --clean-seeds {' '.join(map(str, args.clean_seeds))}" if args.clean_seeds else "")
                    + (f" --work {args.work}" if args.work != str(OUT / "label_fix") else ""),
         "train_images": len(clean["images"]), "train_boxes": len(clean["annotations"]),
         "held_out_images": len(json.loads(test.read_text())["images"]),
         "corrupted": {"swapped": len(truth["swapped"]), "shifted": len(truth["shifted"]), "deleted": len(truth["deleted"])},
         "issues_found": len(json.loads(issues.read_text())), "suggestions_by_kind": by_kind,
-        "clean": {k: v for k, v in scores["clean"].items() if k != "_boot"},
-        "corrupted_model": {k: v for k, v in scores["corrupted"].items() if k != "_boot"},
+        "seeds": args.seeds, "clean_seeds": clean_seeds,
+        "clean": {"mAP50": point["clean"], "ci95": list(interval(ceiling)), "mAP50_by_seed": by_seed["clean"]},
+        "corrupted_model": {"mAP50": point["corrupted"], "ci95": list(interval(base)),
+                            "mAP50_by_seed": by_seed["corrupted"]},
         "loss": loss, "loss_ci95": list(interval(ceiling - base)), "fixed": result,
         "own_labels": own_result,
         "training_noise": {f"corrupted_seed{seed}": {
             "mAP50": scores[f"corrupted_seed{seed}"]["mAP50"],
             "minus_seed0": scores[f"corrupted_seed{seed}"]["mAP50"] - scores["corrupted"]["mAP50"],
-            "minus_seed0_ci95": list(interval(scores[f"corrupted_seed{seed}"]["_boot"] - base))}
-            for seed in args.noise_seeds},
+            "minus_seed0_ci95": list(interval(scores[f"corrupted_seed{seed}"]["_boot"] - scores["corrupted"]["_boot"]))}
+            for seed in args.noise_seeds if "corrupted" in scores},
         "seconds": round(time.time() - t0), "seconds_per_model": {k: round(v) for k, v in seconds.items()}})
 
 
