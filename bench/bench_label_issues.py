@@ -300,9 +300,14 @@ def _run(cmd: list[str], log: Path) -> float:
     return time.time() - t0
 
 
+def run_name(name: str, seed: int) -> str:
+    """One training's name: the label set's, and the seed unless it is 0 (the runs before --seeds kept theirs)."""
+    return name if seed == 0 else f"{name}_seed{seed}"
+
+
 def trained_predictions(labels: Path, name: str, work: Path, test: Path, args, seed: int = 0) -> tuple[Path, float]:
     """Convert ``labels`` (all photos in training), train one model on them (``seed``), predict the held-out photos."""
-    name = name if seed == 0 else f"{name}_seed{seed}"
+    name = run_name(name, seed)
     preds = work / "preds" / f"{name}.json"
     if preds.exists():
         return preds, 0.0
@@ -505,24 +510,18 @@ def fix_main(argv: list[str]) -> None:
     plan = [(name, labels[name], seed) for seed in args.seeds for name in labels if name not in ("clean", own_name)]
     plan += [("clean", train, seed) for seed in clean_seeds]
     plan += [(own_name, labels[own_name], seed) for seed in args.seeds if own_name in labels]
-    plan += [("corrupted_noise", bad_path, seed) for seed in args.noise_seeds]
+    plan += [("corrupted", bad_path, seed) for seed in args.noise_seeds]  # the corrupted labels again
     preds, seconds = {}, {}
     for name, path, seed in plan:
-        run = name if seed == 0 else f"{name}_seed{seed}"
-        if name == "corrupted_noise":  # --noise-seeds: the corrupted labels' model, cached under its name
-            run = f"corrupted_seed{seed}"
-            preds[run], seconds[run] = trained_predictions(path, "corrupted", work, test, args, seed=seed)
-        else:
-            preds[run], seconds[run] = trained_predictions(path, name, work, test, args, seed=seed)
+        run = run_name(name, seed)
+        preds[run], seconds[run] = trained_predictions(path, name, work, test, args, seed=seed)
         print(run, "trained and predicted", round(seconds[run]), "s", flush=True)
     scores = score_paired(test_gt, preds)
-    runs_of = {name: {seed: scores[name if seed == 0 else f"{name}_seed{seed}"]["_boot"]
-                      for seed in (clean_seeds if name == "clean" else args.seeds)} for name in labels}
-    point = {name: float(np.mean([scores[name if seed == 0 else f"{name}_seed{seed}"]["mAP50"] for seed in by_seed]))
-             for name, by_seed in runs_of.items()}
-    by_seed = {name: {seed: scores[name if seed == 0 else f"{name}_seed{seed}"]["mAP50"] for seed in runs}
-               for name, runs in runs_of.items()}
-    samples = seed_resampled(runs_of)
+    seeds_of = {name: clean_seeds if name == "clean" else args.seeds for name in labels}
+    by_seed = {name: {seed: scores[run_name(name, seed)]["mAP50"] for seed in seeds} for name, seeds in seeds_of.items()}
+    point = {name: float(np.mean(list(runs.values()))) for name, runs in by_seed.items()}
+    samples = seed_resampled({name: {seed: scores[run_name(name, seed)]["_boot"] for seed in seeds}
+                              for name, seeds in seeds_of.items()})
     base, ceiling = samples["corrupted"], samples["clean"]
     loss = point["clean"] - point["corrupted"]
     result = {}
@@ -562,10 +561,10 @@ def fix_main(argv: list[str]) -> None:
                             "mAP50_by_seed": by_seed["corrupted"]},
         "loss": loss, "loss_ci95": list(interval(ceiling - base)), "fixed": result,
         "own_labels": own_result,
-        "training_noise": {f"corrupted_seed{seed}": {
-            "mAP50": scores[f"corrupted_seed{seed}"]["mAP50"],
-            "minus_seed0": scores[f"corrupted_seed{seed}"]["mAP50"] - scores["corrupted"]["mAP50"],
-            "minus_seed0_ci95": list(interval(scores[f"corrupted_seed{seed}"]["_boot"] - scores["corrupted"]["_boot"]))}
+        "training_noise": {run_name("corrupted", seed): {
+            "mAP50": scores[run_name("corrupted", seed)]["mAP50"],
+            "minus_seed0": scores[run_name("corrupted", seed)]["mAP50"] - scores["corrupted"]["mAP50"],
+            "minus_seed0_ci95": list(interval(scores[run_name("corrupted", seed)]["_boot"] - scores["corrupted"]["_boot"]))}
             for seed in args.noise_seeds if "corrupted" in scores},
         "seconds": round(time.time() - t0), "seconds_per_model": {k: round(v) for k, v in seconds.items()}})
 
