@@ -497,7 +497,7 @@ def fix_main(argv: list[str]) -> None:
     own_name = f"own_fixed_top{k_own}"
     if not args.no_own:
         own_issues = oof_issues(train, "clean", work, args)
-        own_fixed = work / f"own_fixed_top{k_own}.json"
+        own_fixed = work / f"{own_name}.json"
         _run(["-m", "coco2yolo.review", "apply", "--gt", train, "--issues", own_issues, "--accept-top", k_own, "--out",
               own_fixed], work / "logs" / "apply.log")
         labels[own_name] = own_fixed
