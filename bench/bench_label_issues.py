@@ -36,7 +36,8 @@ resample only the held-out photos for fixed models leave it out). ``--seeds S...
 seed (the corrupted and fixed sets on the same seeds, pair by pair, then the clean set on ``--clean-seeds``): each
 figure is then the mean over seeds, each difference is also given seed by seed, and every interval resamples the
 seeds (with replacement, the same draw for sets on the same seeds) as well as the photos. A run with more seeds
-reuses the trainings of a run with fewer (same ``--work``).
+reuses the trainings of a run with fewer (same ``--work``). ``--device 0`` trains and predicts on a GPU (every
+figure so far is from the CPU: a GPU run is a new draw of every model, so give it its own ``--work``).
 """
 
 from __future__ import annotations
@@ -315,15 +316,16 @@ def trained_predictions(labels: Path, name: str, work: Path, test: Path, args, s
     log = work / "logs" / f"{name}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     ds = work / "data" / name
+    device = getattr(args, "device", "cpu")
     seconds = _run(["-m", "coco2yolo", labels, "--out", ds, "--clean", "--all-train"], log)
     m = base_model(args.final_epochs or args.epochs, args.imgsz, optimizer="SGD", lr0=0.01,
                    warmup_epochs=3.0, close_mosaic=10)
     seconds += _run(["train_yolo.py", "--data", ds / "data.yaml", "--model", m["model"], "--weights", m["weights"],
                      "--epochs", m["epochs"], "--imgsz", m["imgsz"], "--batch", m["batch"], "--no-val", "--no-plots",
-                     "--seed", str(seed), "--optimizer", "SGD", "--lr0", "0.01", "--device", "cpu",
+                     "--seed", str(seed), "--optimizer", "SGD", "--lr0", "0.01", "--device", device,
                      "--name", f"fix_{name}", "--weights-dir", work / "weights", "--exist-ok"], log)
     seconds += _run(["infer.py", "--weights", work / "weights" / f"fix_{name}.pt", "--images", test, "--out", preds,
-                     "--device", "cpu"], log)
+                     "--device", device], log)
     return preds, seconds
 
 
@@ -335,7 +337,7 @@ def oof_issues(labels: Path, name: str, work: Path, args) -> Path:
                      [{"name": "v5n", **base_model(args.epochs, args.imgsz, **sched)}], {"conf": 0.001})
     issues = work / f"issues_{name}.json"
     if not issues.exists():
-        kfold(exp)
+        kfold(exp, "--devices", getattr(args, "device", "cpu"))
         _run(["-m", "coco2yolo.label_issues", "--gt", out / "oof" / "gt.json", "--preds", out / "oof" / "v5n.json",
               "--out", issues, "--top", "100000"], work / "logs" / f"issues_{name}.log")
     return issues
@@ -464,6 +466,8 @@ def fix_main(argv: list[str]) -> None:
                         "seeds, paired): figures are means over the seeds, intervals resample seeds and photos")
     p.add_argument("--clean-seeds", type=int, nargs="+", default=None,
                    help="the seeds of the clean labels' model, the ceiling (default: --seeds)")
+    p.add_argument("--device", default="cpu",
+                   help="where every model trains and predicts: cpu (the figures so far) or a CUDA device such as 0")
     args = p.parse_args(argv)
     from coco2yolo.evaluation.metrics import interval
 
@@ -550,6 +554,7 @@ def fix_main(argv: list[str]) -> None:
                    + (f" --noise-seeds {' '.join(map(str, args.noise_seeds))}" if args.noise_seeds else "")
                    + (f" --seeds {' '.join(map(str, args.seeds))}" if args.seeds != [0] else "")
                    + (f" --clean-seeds {' '.join(map(str, args.clean_seeds))}" if args.clean_seeds else "")
+                   + (f" --device {args.device}" if args.device != "cpu" else "")
                    + (f" --work {args.work}" if args.work != str(OUT / "label_fix") else ""),
         "train_images": len(clean["images"]), "train_boxes": len(clean["annotations"]),
         "held_out_images": len(json.loads(test.read_text())["images"]),

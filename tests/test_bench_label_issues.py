@@ -27,3 +27,26 @@ def test_seeds_widen_the_interval_and_stay_paired():
     assert out["corrupted"].std() > 1.2 * photos.std()  # seed to seed spread added to the photos'
     assert set(np.round(out["corrupted"] - photos, 6)) == {-0.01, 0.0, 0.01}  # means of two seeds drawn with replacement
     assert np.allclose(out["clean"], photos + 0.05)  # a set with its own seed list draws on its own
+
+
+def test_device_reaches_every_training_and_prediction(tmp_path, monkeypatch):
+    import argparse
+
+    import bench_label_issues as bench
+
+    cmds = []
+    monkeypatch.setattr(bench, "_run", lambda cmd, log: cmds.append([str(c) for c in cmd]) or 0.0)
+    monkeypatch.setattr(bench, "kfold", lambda exp, *extra: cmds.append(["kfold", *extra]))
+    args = argparse.Namespace(epochs=1, final_epochs=1, imgsz=32, device="0")
+    bench.trained_predictions(tmp_path / "labels.json", "fixed", tmp_path, tmp_path / "test.json", args, seed=2)
+    bench.oof_issues(tmp_path / "labels.json", "corrupted", tmp_path, args)
+    train = next(c for c in cmds if c[0] == "train_yolo.py")
+    infer = next(c for c in cmds if c[0] == "infer.py")
+    fold = next(c for c in cmds if c[0] == "kfold")
+    for cmd, flag in ((train, "--device"), (infer, "--device"), (fold, "--devices")):
+        assert cmd[cmd.index(flag, 1 if cmd is fold else 0) + 1] == "0", cmd
+    assert "--seed" in train and train[train.index("--seed") + 1] == "2"
+    args.device = "cpu"  # the default: every figure so far
+    cmds.clear()
+    bench.trained_predictions(tmp_path / "labels.json", "corrupted", tmp_path, tmp_path / "test.json", args)
+    assert all(c[c.index("--device") + 1] == "cpu" for c in cmds if "--device" in c)
