@@ -301,3 +301,30 @@ def test_fiftyone_review_round_trip_tags_become_decisions(planted, tmp_path, cap
     code, _, err = run_cli(review.main, review.get_args_parser(), ["from-fiftyone", "no_such_dataset", "--out",
                                                                    tmp_path / "x.json"], capsys)
     one_line(code, err, "no FiftyOne dataset 'no_such_dataset'")
+
+
+def test_a_missing_box_already_there_is_not_added_again_even_after_earlier_fixes_in_the_same_run():
+    """The check for a missing box already in the dataset sees the run's own changes: an annotation whose class an
+    earlier decision changed, and a box an earlier decision added."""
+    from coco2yolo.review.apply import apply_decisions
+    from coco2yolo.review.decisions import Decision
+
+    doc = {"images": [{"id": 1, "width": 100, "height": 100, "file_name": "a.jpg"}],
+           "categories": [{"id": 0, "name": "a"}, {"id": 1, "name": "b"}],
+           "annotations": [{"id": 5, "image_id": 1, "category_id": 0, "bbox": [10, 10, 20, 20], "area": 400,
+                            "iscrowd": 0}]}
+    issues = [{"id": "wrong_class/5", "kind": "wrong_class", "annotation_id": 5, "image_id": 1, "category_id": 0,
+               "bbox": [10, 10, 20, 20], "suggested_category_id": 1, "suggested_bbox": None},
+              {"id": "missing/1/a", "kind": "missing", "annotation_id": None, "image_id": 1, "category_id": 1,
+               "bbox": [10, 10, 20, 20], "suggested_category_id": 1, "suggested_bbox": [10, 10, 20, 20]},
+              {"id": "missing/1/b", "kind": "missing", "annotation_id": None, "image_id": 1, "category_id": 0,
+               "bbox": [50, 50, 20, 20], "suggested_category_id": 0, "suggested_bbox": [50, 50, 20, 20]},
+              {"id": "missing/1/c", "kind": "missing", "annotation_id": None, "image_id": 1, "category_id": 0,
+               "bbox": [50, 50, 20, 20], "suggested_category_id": 0, "suggested_bbox": [50, 50, 20, 20]},
+              {"id": "missing/1/d", "kind": "missing", "annotation_id": None, "image_id": 1, "category_id": 0,
+               "bbox": [10, 10, 20, 20], "suggested_category_id": 0, "suggested_bbox": [10, 10, 20, 20]}]
+    fixed, changes, counts = apply_decisions(doc, issues, [Decision(r["id"], "accept") for r in issues], "gt.json")
+    assert [c["action"] for c in changes] == ["class", "added", "added"]  # b: added once; d: 5 is class 1 now
+    assert counts["already applied"] == 2 and doc["annotations"][0]["category_id"] == 0  # the input untouched
+    boxes = sorted((a["category_id"], a["bbox"]) for a in fixed["annotations"])
+    assert boxes == [(0, [10, 10, 20, 20]), (0, [50, 50, 20, 20]), (1, [10, 10, 20, 20])]

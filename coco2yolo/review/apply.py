@@ -62,6 +62,9 @@ def apply_decisions(doc: dict[str, Any], issues: list[dict[str, Any]], decisions
     changes: list[dict[str, Any]] = []
     counts = {"accepted": 0, "rejected": 0, "already applied": 0}
     touched: dict[int, str] = {}
+    boxes_of: dict[tuple[int, int], list[dict[str, Any]]] = {}  # (image, class): its annotations, the added ones too
+    for a in anns:
+        boxes_of.setdefault((a["image_id"], a["category_id"]), []).append(a)
 
     def row(issue, action, aid, before, after) -> None:
         changes.append({"issue_id": issue["id"], "kind": issue["kind"], "action": action, "annotation_id": aid,
@@ -80,14 +83,15 @@ def apply_decisions(doc: dict[str, Any], issues: list[dict[str, Any]], decisions
         where = f"{source}: issue {issue['id']}"
         if issue["kind"] == "missing":
             cat, box = target
-            if any(a["image_id"] == issue["image_id"] and a["category_id"] == cat and _same_box(a["bbox"], box)
-                   for a in (*anns, *added) if a["id"] not in removed):
+            if any(_same_box(a["bbox"], box) for a in boxes_of.get((issue["image_id"], cat), ())
+                   if a["id"] not in removed and a["category_id"] == cat and a["image_id"] == issue["image_id"]):
                 counts["already applied"] += 1
                 continue
             new = {"id": next_id, "image_id": issue["image_id"], "category_id": cat, "bbox": box,
                    "area": box[2] * box[3], "iscrowd": 0}
             next_id += 1
             added.append(new)
+            boxes_of.setdefault((issue["image_id"], cat), []).append(new)
             row(issue, "added", new["id"], None, (cat, box))
             continue
         aid = issue["annotation_id"]
@@ -120,6 +124,8 @@ def apply_decisions(doc: dict[str, Any], issues: list[dict[str, Any]], decisions
         action = " and ".join(w for w, changed in (("class", target[0] != now[0]),
                                                    ("box", not _same_box(target[1], now[1]))) if changed)
         a["category_id"], a["bbox"] = target[0], target[1]
+        if target[0] != now[0]:  # found under its new class too (the old entry is skipped by the class check)
+            boxes_of.setdefault((a["image_id"], target[0]), []).append(a)
         if not _same_box(target[1], now[1]):
             a["area"] = target[1][2] * target[1][3]
         row(issue, action, aid, now, target)
@@ -162,8 +168,9 @@ def run(gt: str, issues_path: str, out: str, decisions_path: str | None = None, 
         decisions = read_decisions(decisions_path, issues, data)
     else:
         decisions = accepted(issues, top, min_score)
+    by_id = {r["id"]: r for r in issues}
     for d in decisions:  # the suggested fix must exist where the decision does not give one
-        r = next(r for r in issues if r["id"] == d.id) if d.decision == "accept" else None
+        r = by_id[d.id] if d.decision == "accept" else None
         if r is not None and r["kind"] in ("bad_box", "missing") and d.bbox is None and r["suggested_bbox"] is None:
             raise UserError(f"{issues_path}: issue {r['id']} suggests no box (an issues file of an older version): "
                             "run python -m coco2yolo.label_issues again, or decide it with a bbox")
