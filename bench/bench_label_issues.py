@@ -540,6 +540,13 @@ def fix_main(argv: list[str]) -> None:
                         "recovered_share": gain / loss if loss else None,
                         "recovered_share_ci95": list(interval(ratio[np.isfinite(ratio)]))}
         print(name, {k: v for k, v in result[name].items() if k not in fixes[name]}, flush=True)
+    names = list(fixes)  # the fixed sets against each other, paired as each is against the corrupted labels
+    between = {f"{a} minus {b}": {"difference": point[a] - point[b],
+                                  "ci95": list(interval(samples[a] - samples[b])),
+                                  "by_seed": {s: by_seed[a][s] - by_seed[b][s] for s in args.seeds}}
+               for i, a in enumerate(names) for b in names[i + 1:]}
+    for key, v in between.items():
+        print(key, v, flush=True)
     own_result = None if args.no_own else {
         "k": k_own, "actions": dict(own_actions), "mAP50": point[own_name], "ci95": list(interval(samples[own_name])),
         "mAP50_by_seed": by_seed[own_name], "minus_clean": point[own_name] - point["clean"],
@@ -564,7 +571,7 @@ def fix_main(argv: list[str]) -> None:
         "clean": {"mAP50": point["clean"], "ci95": list(interval(ceiling)), "mAP50_by_seed": by_seed["clean"]},
         "corrupted_model": {"mAP50": point["corrupted"], "ci95": list(interval(base)),
                             "mAP50_by_seed": by_seed["corrupted"]},
-        "loss": loss, "loss_ci95": list(interval(ceiling - base)), "fixed": result,
+        "loss": loss, "loss_ci95": list(interval(ceiling - base)), "fixed": result, "between_fixed": between,
         "own_labels": own_result,
         "training_noise": {run_name("corrupted", seed): {
             "mAP50": scores[run_name("corrupted", seed)]["mAP50"],
