@@ -48,9 +48,10 @@ def main() -> None:
     gt = need(SHARED / "datasets" / "recycle" / "train.json")
     work = OUT / "review_scale"
     work.mkdir(parents=True, exist_ok=True)
+    data = load_dataset(gt)
     preds = work / "preds.json"
     if not preds.exists():
-        preds.write_text(json.dumps(generate(load_dataset(gt), np.random.default_rng(0)).to_records()))
+        preds.write_text(json.dumps(generate(data, np.random.default_rng(0)).to_records()))
     issues, page, fixed, again = (work / n for n in ("issues.json", "review.html", "fixed.json", "again.json"))
     for f in (fixed, again, work / "one.json"):
         f.unlink(missing_ok=True)
@@ -66,7 +67,7 @@ def main() -> None:
     assert re.search(r": 0 changes", out_again), out_again  # applying again changes nothing
     record("review_scale", {
         "command": f"python bench/bench_review.py --reps {args.reps}",
-        "images": len(load_dataset(gt)["images"]), "boxes": sum(1 for _ in load_dataset(gt)["annotations"]),
+        "images": len(data["images"]), "boxes": len(data["annotations"]),
         "predictions": 270_000, "issues": n_issues, "find_line": out_find.strip().splitlines()[0],
         "seconds": {"label_issues": round(t_find, 2), "review_page": round(t_page, 2),
                     "apply_one (baseline)": round(t_one, 2), "apply_all": round(t_all, 2),
