@@ -84,7 +84,7 @@ def apply_decisions(doc: dict[str, Any], issues: list[dict[str, Any]], decisions
         if issue["kind"] == "missing":
             cat, box = target
             if any(_same_box(a["bbox"], box) for a in boxes_of.get((issue["image_id"], cat), ())
-                   if a["id"] not in removed and a["category_id"] == cat and a["image_id"] == issue["image_id"]):
+                   if a["id"] not in removed and a["category_id"] == cat):  # a class changed since: stale entry
                 counts["already applied"] += 1
                 continue
             new = {"id": next_id, "image_id": issue["image_id"], "category_id": cat, "bbox": box,
