@@ -371,32 +371,42 @@ def fix_precision(changes: Path, truth: dict, original: dict) -> dict:
     return {"applied": dict(applied), "undid_a_corruption": dict(undone), "precision": sum(undone.values()) / max(total, 1)}
 
 
-def suggestion_precision(issues: list[dict], truth: dict, original: dict) -> dict:
-    """For each kind of issue, by its score: how many issues there are and how many of their suggested fixes would undo
-    a corruption (the same tests as :func:`fix_precision`), before anything is applied."""
-    orig = {a["id"]: a for a in original["annotations"]}
-
+def undoes(issue: dict, truth: dict, orig: dict) -> bool:
+    """Whether accepting ``issue``'s suggested fix would undo a corruption (the tests of :func:`fix_precision`);
+    ``orig``: the clean annotations by id."""
     def iou(a: list, b: list) -> float:
         return float(iou_xyxy(xywh_to_xyxy(a), xywh_to_xyxy(b))[0, 0])
 
-    def undoes(i: dict) -> bool:
-        aid = i.get("annotation_id")
-        if i["kind"] == "wrong_class":
-            return aid in truth["swapped"] and i.get("suggested_category_id") == orig[aid]["category_id"]
-        if i["kind"] == "bad_box":
-            return aid in truth["shifted"] and iou(i["suggested_bbox"], orig[aid]["bbox"]) >= 0.5
-        if i["kind"] == "missing":
-            return any(img == i["image_id"] and cat == i.get("suggested_category_id")
-                       and iou(i["suggested_bbox"], box) >= 0.5 for img, box, cat in truth["deleted"])
-        return False
+    aid = issue.get("annotation_id")
+    if issue["kind"] == "wrong_class":
+        return aid in truth["swapped"] and issue.get("suggested_category_id") == orig[aid]["category_id"]
+    if issue["kind"] == "bad_box":
+        return aid in truth["shifted"] and iou(issue["suggested_bbox"], orig[aid]["bbox"]) >= 0.5
+    if issue["kind"] == "missing":
+        return any(img == issue["image_id"] and cat == issue.get("suggested_category_id")
+                   and iou(issue["suggested_bbox"], box) >= 0.5 for img, box, cat in truth["deleted"])
+    return False
 
+
+def suggestion_precision(issues: list[dict], truth: dict, original: dict) -> dict:
+    """For each kind of issue, by its score: how many issues there are and how many of their suggested fixes would undo
+    a corruption (:func:`undoes`), before anything is applied."""
+    orig = {a["id"]: a for a in original["annotations"]}
     out: dict = {}
     for kind in KINDS:
-        rows = [(i["score"], undoes(i)) for i in issues if i["kind"] == kind]
+        rows = [(i["score"], undoes(i, truth, orig)) for i in issues if i["kind"] == kind]
         out[kind] = {f"score>={lo}": {"issues": sum(1 for sc, _ in rows if sc >= lo),
                                       "undo_a_corruption": sum(1 for sc, u in rows if sc >= lo and u)}
                      for lo in (0.0, 0.5, 0.9)}
     return out
+
+
+def reviewer_decisions(issues: list[dict], truth: dict, original: dict, k: int) -> list[dict]:
+    """A simulated reviewer who knows the truth, shown the top ``k`` issues (best first, as the review page shows
+    them): accepts each fix that undoes a corruption, rejects the rest (a decisions file's records). The ceiling
+    of a person's review for this finder: what it misses, no reviewer can fix."""
+    orig = {a["id"]: a for a in original["annotations"]}
+    return [{"id": i["id"], "decision": "accept" if undoes(i, truth, orig) else "reject"} for i in issues[:k]]
 
 
 def score_paired(test_gt: Path, preds: dict[str, Path], n_boot: int = 1000) -> dict:
@@ -451,6 +461,10 @@ def fix_main(argv: list[str]) -> None:
                    help="the kinds of --kinds-top's fixed sets (review apply --kinds)")
     p.add_argument("--kinds-top", type=float, nargs="*", default=[],
                    help="further fixed sets: the top K issues of --kinds only, K = each value times the corrupted boxes")
+    p.add_argument("--review", type=float, nargs="*", default=[],
+                   help="further fixed sets: the top K issues (K = each value times the corrupted boxes; more than "
+                        "there are: all of them) decided by a simulated reviewer who accepts exactly the fixes that "
+                        "undo a corruption (review apply --decisions): the ceiling of a person's review")
     p.add_argument("--work", default=str(OUT / "label_fix"), help="where the runs go (each step is skipped when done)")
     p.add_argument("--final-epochs", type=int, default=None,
                    help="epochs of the models scored on the held-out photos (default: --epochs, as the folds)")
@@ -494,6 +508,18 @@ def fix_main(argv: list[str]) -> None:
               *(["--kinds", *kinds] if kinds else [])], work / "logs" / "apply.log")
         labels[name] = fixed
         fixes[name] = {"k": k, "top_share": frac, "kinds": kinds or "all",
+                       **fix_precision(fixed.with_name(fixed.stem + ".changes.csv"), truth, clean)}
+        print(name, fixes[name], flush=True)
+    found = json.loads(issues.read_text())
+    for frac in args.review:
+        k = min(round(frac * n_bad), len(found))
+        name = f"reviewed_top{k}"
+        fixed, decisions = work / f"{name}.json", work / f"{name}.decisions.json"
+        decisions.write_text(json.dumps(reviewer_decisions(found, truth, clean, k)))
+        _run(["-m", "coco2yolo.review", "apply", "--gt", bad_path, "--issues", issues, "--decisions", decisions,
+              "--out", fixed], work / "logs" / "apply.log")
+        labels[name] = fixed
+        fixes[name] = {"k": k, "top_share": frac, "kinds": "all", "reviewed": True,
                        **fix_precision(fixed.with_name(fixed.stem + ".changes.csv"), truth, clean)}
         print(name, fixes[name], flush=True)
     # the honest question: the top fixes on TrashNet's own labels
@@ -557,6 +583,7 @@ def fix_main(argv: list[str]) -> None:
                    + (f" --final-epochs {args.final_epochs}" if args.final_epochs else "")
                    + (f" --kinds {' '.join(args.kinds)} --kinds-top {' '.join(map(str, args.kinds_top))}"
                       if args.kinds_top else "")
+                   + (f" --review {' '.join(map(str, args.review))}" if args.review else "")
                    + (" --no-own" if args.no_own else f" --own-top {args.own_top}")
                    + (f" --noise-seeds {' '.join(map(str, args.noise_seeds))}" if args.noise_seeds else "")
                    + (f" --seeds {' '.join(map(str, args.seeds))}" if args.seeds != [0] else "")

@@ -50,3 +50,41 @@ def test_device_reaches_every_training_and_prediction(tmp_path, monkeypatch):
     cmds.clear()
     bench.trained_predictions(tmp_path / "labels.json", "corrupted", tmp_path, tmp_path / "test.json", args)
     assert all(c[c.index("--device") + 1] == "cpu" for c in cmds if "--device" in c)
+
+
+def test_a_simulated_reviewer_accepts_exactly_the_fixes_that_undo_a_corruption(tmp_path, capsys):
+    """``fix --review``: a reviewer who knows the truth, shown the top issues; its decisions go through review apply."""
+    import copy
+    import json
+
+    import bench_label_issues as bench
+    from conftest import run_cli, write_json
+    from test_label_issues import _planted
+
+    from coco2yolo import label_issues as li
+    from coco2yolo.review import command as review
+
+    gt, preds, ids = _planted(tmp_path)
+    code, _, err = run_cli(li.main, li.get_args_parser(), ["--gt", gt, "--preds", preds, "--out",
+                                                            tmp_path / "issues.json"], capsys)
+    assert code == 0, err
+    issues = json.loads((tmp_path / "issues.json").read_text())
+    top4 = {i["kind"]: i for i in issues[:4]}
+    clean = copy.deepcopy(json.loads(gt.read_text()))
+    orig = {a["id"]: a for a in clean["annotations"]}
+    orig[ids["wrong_class"]]["category_id"] = top4["wrong_class"]["suggested_category_id"]  # a swap it undoes
+    orig[ids["bad_box"]]["bbox"] = [0.0, 0.0, 10.0, 10.0]  # shifted, but not from where the suggestion puts it
+    miss = top4["missing"]
+    truth = {"swapped": {ids["wrong_class"]}, "shifted": {ids["bad_box"]},
+             "deleted": [(miss["image_id"], miss["suggested_bbox"], miss["suggested_category_id"])]}
+    decisions = bench.reviewer_decisions(issues, truth, clean, 4)
+    assert {d["id"]: d["decision"] for d in decisions} == {
+        top4["wrong_class"]["id"]: "accept", miss["id"]: "accept", top4["bad_box"]["id"]: "reject",
+        top4["no_object"]["id"]: "reject"}
+    assert len(bench.reviewer_decisions(issues, truth, clean, 2)) == 2  # only the top k are shown
+    code, out, err = run_cli(review.main, review.get_args_parser(),
+                             ["apply", "--gt", gt, "--issues", tmp_path / "issues.json", "--decisions",
+                              write_json(tmp_path / "d.json", decisions), "--out", tmp_path / "fixed.json"], capsys)
+    assert code == 0, err
+    assert bench.fix_precision(tmp_path / "fixed.changes.csv", truth, clean) == {
+        "applied": {"class": 1, "added": 1}, "undid_a_corruption": {"class": 1, "added": 1}, "precision": 1.0}
