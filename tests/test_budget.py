@@ -172,7 +172,7 @@ def test_postgres_two_search_processes_share_a_study_and_a_killed_trial_is_retri
     from engines import connections
     from coco2yolo.training.storage import POOL
 
-    exp = _experiment(tmp_path, sample, search={**SEARCH, "trials": 4, "pruner": "none", "leaders": 1,
+    exp = _experiment(tmp_path, sample, search={**SEARCH, "trials": 3, "pruner": "none", "leaders": 1,
                                                 "storage": postgres["url"]})
     env = {**os.environ, "COCO2YOLO_OFFLINE": "1"}
     argv = [sys.executable, "-m", "coco2yolo.kfold", str(exp), "--only", "search", "--devices", "cpu"]
@@ -201,7 +201,7 @@ def test_postgres_two_search_processes_share_a_study_and_a_killed_trial_is_retri
     assert len(started) == len(set(started)), started  # no trial number ran twice
     study = optuna.load_study(study_name="search", storage=postgres["url"])
     states = [t.state.name for t in study.trials]
-    assert states.count("COMPLETE") >= 4 and "RUNNING" not in states, states
+    assert states.count("COMPLETE") >= 3 and "RUNNING" not in states, states
     assert "FAIL" in states and any(RetryFailedTrialCallback.retried_trial_number(t) is not None for t in study.trials)
     per_process = POOL["pool_size"] + POOL["max_overflow"]
     assert 0 < peak[0] <= 4 * per_process, peak  # two search processes and their two trials, each with its pool
