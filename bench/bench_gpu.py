@@ -200,7 +200,7 @@ def main() -> None:
             result["sizes"][str(imgsz)] = {"error": str(err)}
             print(imgsz, "failed:", err, flush=True)
         save()
-    budget = "20s" if args.dry else args.plan_budget
+    budget = "10s" if args.dry else args.plan_budget
     plan_args = ["--weights", args.weights] if args.weights else []
     if args.plan_data:  # real photos, as bench_budget.py's plan step: its split, its default model, its seed
         real = work / "real"
