@@ -82,16 +82,18 @@ def _user_settings() -> dict:
 
 
 def _install_fonts(config_dir: Path) -> None:
+    dst_dir = config_dir / "Ultralytics"
+    missing = [name for name in ("Arial.ttf", "Arial.Unicode.ttf") if not (dst_dir / name).exists()]
+    if not missing:  # installed by an earlier command: matplotlib's import (0.3 to 0.5 s) spared
+        return
     import matplotlib
 
     src = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
-    dst_dir = config_dir / "Ultralytics"
     dst_dir.mkdir(parents=True, exist_ok=True)
-    for name in ("Arial.ttf", "Arial.Unicode.ttf"):
-        if not (dst_dir / name).exists():
-            tmp = dst_dir / f".{name}.{os.getpid()}"
-            shutil.copyfile(src, tmp)
-            os.replace(tmp, dst_dir / name)
+    for name in missing:
+        tmp = dst_dir / f".{name}.{os.getpid()}"
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dst_dir / name)
 
 
 def fiftyone_offline() -> None:
