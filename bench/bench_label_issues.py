@@ -496,7 +496,8 @@ def fix_main(argv: list[str]) -> None:
     n_bad = len(truth["swapped"]) + len(truth["shifted"]) + len(truth["deleted"])
     t0 = time.time()
     issues = oof_issues(bad_path, "corrupted", work, args)
-    by_kind = suggestion_precision(json.loads(issues.read_text()), truth, clean)
+    found = json.loads(issues.read_text())  # read once: the precision by kind, the reviewer, the record
+    by_kind = suggestion_precision(found, truth, clean)
     print("suggestions that would undo a corruption, by kind and score:", json.dumps(by_kind), flush=True)
     labels = {"clean": train, "corrupted": bad_path}
     fixes = {}
@@ -510,7 +511,6 @@ def fix_main(argv: list[str]) -> None:
         fixes[name] = {"k": k, "top_share": frac, "kinds": kinds or "all",
                        **fix_precision(fixed.with_name(fixed.stem + ".changes.csv"), truth, clean)}
         print(name, fixes[name], flush=True)
-    found = json.loads(issues.read_text())
     for frac in args.review:
         k = min(round(frac * n_bad), len(found))
         name = f"reviewed_top{k}"
@@ -593,7 +593,7 @@ def fix_main(argv: list[str]) -> None:
         "train_images": len(clean["images"]), "train_boxes": len(clean["annotations"]),
         "held_out_images": len(json.loads(test.read_text())["images"]),
         "corrupted": {"swapped": len(truth["swapped"]), "shifted": len(truth["shifted"]), "deleted": len(truth["deleted"])},
-        "issues_found": len(json.loads(issues.read_text())), "suggestions_by_kind": by_kind,
+        "issues_found": len(found), "suggestions_by_kind": by_kind,
         "seeds": args.seeds, "clean_seeds": clean_seeds,
         "clean": {"mAP50": point["clean"], "ci95": list(interval(ceiling)), "mAP50_by_seed": by_seed["clean"]},
         "corrupted_model": {"mAP50": point["corrupted"], "ci95": list(interval(base)),
