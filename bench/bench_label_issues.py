@@ -30,6 +30,11 @@ honest question: the same out-of-fold search on TrashNet's own, uncorrupted labe
 number of corrupted boxes applied, a model trained on them, its held-out mAP50 against the clean model's.
 ``--kinds-top F`` adds fixed sets of the top K issues of ``--kinds`` only (default wrong_class and missing: the kinds
 whose suggestions most often undo a corruption); the precision of each kind's suggestions by score is printed too.
+``--review F`` adds the labels a simulated reviewer who knows the truth leaves after deciding the top F x the
+corrupted boxes issues, accepting exactly the suggested fixes that undo a corruption (the ceiling of accept and
+reject); ``--edit-review K`` the labels the same reviewer leaves when it also edits, shown the top K issues about
+annotations and the top K missing boxes (two pages, ``coco2yolo review --kinds``): every corrupted annotation shown
+gets its class and box back, a missing box near a deleted one (IoU >= 0.3) brings it back.
 ``--noise-seeds S...`` trains the corrupted labels' model again with each seed: how far a second training of the
 same labels moves held-out mAP50 (0.012 at 12 epochs on TrashNet, as large as the gains measured; intervals that
 resample only the held-out photos for fixed models leave it out). ``--seeds S...`` trains every label set once per
@@ -409,6 +414,41 @@ def reviewer_decisions(issues: list[dict], truth: dict, original: dict, k: int) 
     return [{"id": i["id"], "decision": "accept" if undoes(i, truth, orig) else "reject"} for i in issues[:k]]
 
 
+EDIT_IOU = 0.3  # a missing box's suggestion this close to an unlabelled object: the editing reviewer draws it
+
+
+def editing_reviewer_decisions(issues: list[dict], truth: dict, original: dict, k: int) -> list[dict]:
+    """The reviewer of :func:`reviewer_decisions` who also edits (the review page's ``e``), on two pages as ``coco2yolo
+    review --kinds`` writes them: the top ``k`` issues about annotations (wrong_class, bad_box, no_object) and the top
+    ``k`` missing boxes. Every corrupted annotation shown gets its class and box back, whatever the suggestion; a
+    missing box whose suggestion overlaps a deleted box at IoU >= ``EDIT_IOU`` adds that box with its class (each
+    deleted box once); the rest are rejected. The ceiling of ``k`` + ``k`` decisions by a person."""
+    def iou(a: list, b: list) -> float:
+        return float(iou_xyxy(xywh_to_xyxy(a), xywh_to_xyxy(b))[0, 0])
+
+    orig = {a["id"]: a for a in original["annotations"]}
+    shown = [i for i in issues if i["kind"] != "missing"][:k] + [i for i in issues if i["kind"] == "missing"][:k]
+    restored: set[int] = set()
+    out = []
+    for i in shown:
+        aid = i.get("annotation_id")
+        if i["kind"] != "missing" and (aid in truth["swapped"] or aid in truth["shifted"]):
+            out.append({"id": i["id"], "decision": "accept", "category_id": orig[aid]["category_id"],
+                        "bbox": list(orig[aid]["bbox"])})
+            continue
+        if i["kind"] == "missing":
+            near = [(iou(i["suggested_bbox"], box), n) for n, (img, box, _) in enumerate(truth["deleted"])
+                    if n not in restored and img == i["image_id"]]
+            best, n = max(near, default=(0.0, -1))
+            if best >= EDIT_IOU:
+                restored.add(n)
+                _, box, cat = truth["deleted"][n]
+                out.append({"id": i["id"], "decision": "accept", "category_id": cat, "bbox": list(box)})
+                continue
+        out.append({"id": i["id"], "decision": "reject"})
+    return out
+
+
 def score_paired(test_gt: Path, preds: dict[str, Path], n_boot: int = 1000) -> dict:
     """mAP50 of each predictions file on the held-out photos, with the bootstrap samples (the same resamples for
     every file, so differences and ratios are paired)."""
@@ -465,6 +505,9 @@ def fix_main(argv: list[str]) -> None:
                    help="further fixed sets: the top K issues (K = each value times the corrupted boxes; more than "
                         "there are: all of them) decided by a simulated reviewer who accepts exactly the fixes that "
                         "undo a corruption (review apply --decisions): the ceiling of a person's review")
+    p.add_argument("--edit-review", type=int, nargs="*", default=[],
+                   help="further fixed sets: the simulated reviewer, editing, shown the top K issues about annotations "
+                        "and the top K missing boxes (two review pages, 2K decisions) for each K given")
     p.add_argument("--work", default=str(OUT / "label_fix"), help="where the runs go (each step is skipped when done)")
     p.add_argument("--final-epochs", type=int, default=None,
                    help="epochs of the models scored on the held-out photos (default: --epochs, as the folds)")
@@ -520,6 +563,17 @@ def fix_main(argv: list[str]) -> None:
               "--out", fixed], work / "logs" / "apply.log")
         labels[name] = fixed
         fixes[name] = {"k": k, "top_share": frac, "kinds": "all", "reviewed": True,
+                       **fix_precision(fixed.with_name(fixed.stem + ".changes.csv"), truth, clean)}
+        print(name, fixes[name], flush=True)
+    for k in args.edit_review:
+        name = f"edited_top{k}x2"
+        fixed, decisions = work / f"{name}.json", work / f"{name}.decisions.json"
+        decided = editing_reviewer_decisions(found, truth, clean, k)
+        decisions.write_text(json.dumps(decided))
+        _run(["-m", "coco2yolo.review", "apply", "--gt", bad_path, "--issues", issues, "--decisions", decisions,
+              "--out", fixed], work / "logs" / "apply.log")
+        labels[name] = fixed
+        fixes[name] = {"k": len(decided), "kinds": "all", "reviewed": True, "edits": True,
                        **fix_precision(fixed.with_name(fixed.stem + ".changes.csv"), truth, clean)}
         print(name, fixes[name], flush=True)
     # the honest question: the top fixes on TrashNet's own labels
@@ -584,6 +638,7 @@ def fix_main(argv: list[str]) -> None:
                    + (f" --kinds {' '.join(args.kinds)} --kinds-top {' '.join(map(str, args.kinds_top))}"
                       if args.kinds_top else "")
                    + (f" --review {' '.join(map(str, args.review))}" if args.review else "")
+                   + (f" --edit-review {' '.join(map(str, args.edit_review))}" if args.edit_review else "")
                    + (" --no-own" if args.no_own else f" --own-top {args.own_top}")
                    + (f" --noise-seeds {' '.join(map(str, args.noise_seeds))}" if args.noise_seeds else "")
                    + (f" --seeds {' '.join(map(str, args.seeds))}" if args.seeds != [0] else "")

@@ -88,3 +88,53 @@ def test_a_simulated_reviewer_accepts_exactly_the_fixes_that_undo_a_corruption(t
     assert code == 0, err
     assert bench.fix_precision(tmp_path / "fixed.changes.csv", truth, clean) == {
         "applied": {"class": 1, "added": 1}, "undid_a_corruption": {"class": 1, "added": 1}, "precision": 1.0}
+
+
+def test_an_editing_reviewer_puts_back_what_the_suggestions_miss(tmp_path, capsys):
+    """``fix --edit-review``: the reviewer edits (class, box, a missing box's class and box) where the suggestion is
+    wrong, on two pages (annotations' issues, missing boxes), the top k of each; review apply takes the edits."""
+    import copy
+    import json
+
+    import bench_label_issues as bench
+    from conftest import run_cli, write_json
+    from test_label_issues import _planted
+
+    from coco2yolo import label_issues as li
+    from coco2yolo.review import command as review
+
+    gt, preds, ids = _planted(tmp_path)
+    code, _, err = run_cli(li.main, li.get_args_parser(), ["--gt", gt, "--preds", preds, "--out",
+                                                            tmp_path / "issues.json"], capsys)
+    assert code == 0, err
+    issues = json.loads((tmp_path / "issues.json").read_text())
+    top4 = {i["kind"]: i for i in issues[:4]}
+    clean = copy.deepcopy(json.loads(gt.read_text()))
+    orig = {a["id"]: a for a in clean["annotations"]}
+    wrong = top4["wrong_class"]
+    right_class = next(c for c in range(3) if c not in (wrong["category_id"], wrong["suggested_category_id"]))
+    orig[ids["wrong_class"]]["category_id"] = right_class  # the suggestion names a third class
+    orig[ids["bad_box"]]["bbox"] = [0.0, 0.0, 10.0, 10.0]  # shifted, not from where the suggestion puts it
+    miss = top4["missing"]
+    deleted = [150.0, 20.0, 40.0, 100.0]  # IoU 0.4 with the suggested box, of another class
+    truth = {"swapped": {ids["wrong_class"]}, "shifted": {ids["bad_box"]},
+             "deleted": [(miss["image_id"], deleted, 2)]}
+    assert not any(bench.undoes(i, truth, orig) for i in issues)  # accepting suggestions undoes nothing here
+    decisions = bench.editing_reviewer_decisions(issues, truth, clean, 3)
+    by_id = {d["id"]: d for d in decisions}
+    assert by_id[wrong["id"]] == {"id": wrong["id"], "decision": "accept", "category_id": right_class,
+                                  "bbox": wrong["bbox"]}
+    assert by_id[top4["bad_box"]["id"]]["bbox"] == [0.0, 0.0, 10.0, 10.0]
+    assert by_id[miss["id"]] == {"id": miss["id"], "decision": "accept", "category_id": 2, "bbox": deleted}
+    assert by_id[top4["no_object"]["id"]]["decision"] == "reject"
+    shown = bench.editing_reviewer_decisions(issues, truth, clean, 1)  # the top one of each page
+    assert [d["id"] for d in shown] == [next(i for i in issues if i["kind"] != "missing")["id"], miss["id"]]
+    code, out, err = run_cli(review.main, review.get_args_parser(),
+                             ["apply", "--gt", gt, "--issues", tmp_path / "issues.json", "--decisions",
+                              write_json(tmp_path / "d.json", decisions), "--out", tmp_path / "fixed.json"], capsys)
+    assert code == 0, err
+    assert bench.fix_precision(tmp_path / "fixed.changes.csv", truth, clean) == {
+        "applied": {"class": 1, "box": 1, "added": 1}, "undid_a_corruption": {"class": 1, "box": 1, "added": 1},
+        "precision": 1.0}
+    fixed = {a["id"]: a for a in json.loads((tmp_path / "fixed.json").read_text())["annotations"]}
+    assert fixed[ids["wrong_class"]]["category_id"] == right_class and 99 in fixed
