@@ -376,12 +376,14 @@ def fix_precision(changes: Path, truth: dict, original: dict) -> dict:
     return {"applied": dict(applied), "undid_a_corruption": dict(undone), "precision": sum(undone.values()) / max(total, 1)}
 
 
+def iou(a: list, b: list) -> float:
+    """IoU of two COCO [x, y, w, h] boxes."""
+    return float(iou_xyxy(xywh_to_xyxy(a), xywh_to_xyxy(b))[0, 0])
+
+
 def undoes(issue: dict, truth: dict, orig: dict) -> bool:
     """Whether accepting ``issue``'s suggested fix would undo a corruption (the tests of :func:`fix_precision`);
     ``orig``: the clean annotations by id."""
-    def iou(a: list, b: list) -> float:
-        return float(iou_xyxy(xywh_to_xyxy(a), xywh_to_xyxy(b))[0, 0])
-
     aid = issue.get("annotation_id")
     if issue["kind"] == "wrong_class":
         return aid in truth["swapped"] and issue.get("suggested_category_id") == orig[aid]["category_id"]
@@ -423,9 +425,6 @@ def editing_reviewer_decisions(issues: list[dict], truth: dict, original: dict, 
     ``k`` missing boxes. Every corrupted annotation shown gets its class and box back, whatever the suggestion; a
     missing box whose suggestion overlaps a deleted box at IoU >= ``EDIT_IOU`` adds that box with its class (each
     deleted box once); the rest are rejected. The ceiling of ``k`` + ``k`` decisions by a person."""
-    def iou(a: list, b: list) -> float:
-        return float(iou_xyxy(xywh_to_xyxy(a), xywh_to_xyxy(b))[0, 0])
-
     orig = {a["id"]: a for a in original["annotations"]}
     shown = [i for i in issues if i["kind"] != "missing"][:k] + [i for i in issues if i["kind"] == "missing"][:k]
     restored: set[int] = set()
@@ -554,27 +553,27 @@ def fix_main(argv: list[str]) -> None:
         fixes[name] = {"k": k, "top_share": frac, "kinds": kinds or "all",
                        **fix_precision(fixed.with_name(fixed.stem + ".changes.csv"), truth, clean)}
         print(name, fixes[name], flush=True)
-    for frac in args.review:
-        k = min(round(frac * n_bad), len(found))
-        name = f"reviewed_top{k}"
+    def applied(name: str, decided: list[dict]) -> Path:
+        """A simulated reviewer's decisions written to ``name``.decisions.json and applied: the fixed labels."""
         fixed, decisions = work / f"{name}.json", work / f"{name}.decisions.json"
-        decisions.write_text(json.dumps(reviewer_decisions(found, truth, clean, k)))
-        _run(["-m", "coco2yolo.review", "apply", "--gt", bad_path, "--issues", issues, "--decisions", decisions,
-              "--out", fixed], work / "logs" / "apply.log")
-        labels[name] = fixed
-        fixes[name] = {"k": k, "top_share": frac, "kinds": "all", "reviewed": True,
-                       **fix_precision(fixed.with_name(fixed.stem + ".changes.csv"), truth, clean)}
-        print(name, fixes[name], flush=True)
-    for k in args.edit_review:
-        name = f"edited_top{k}x2"
-        fixed, decisions = work / f"{name}.json", work / f"{name}.decisions.json"
-        decided = editing_reviewer_decisions(found, truth, clean, k)
         decisions.write_text(json.dumps(decided))
         _run(["-m", "coco2yolo.review", "apply", "--gt", bad_path, "--issues", issues, "--decisions", decisions,
               "--out", fixed], work / "logs" / "apply.log")
-        labels[name] = fixed
+        return fixed
+
+    for frac in args.review:
+        k = min(round(frac * n_bad), len(found))
+        name = f"reviewed_top{k}"
+        labels[name] = applied(name, reviewer_decisions(found, truth, clean, k))
+        fixes[name] = {"k": k, "top_share": frac, "kinds": "all", "reviewed": True,
+                       **fix_precision(labels[name].with_name(name + ".changes.csv"), truth, clean)}
+        print(name, fixes[name], flush=True)
+    for k in args.edit_review:
+        name = f"edited_top{k}x2"
+        decided = editing_reviewer_decisions(found, truth, clean, k)
+        labels[name] = applied(name, decided)
         fixes[name] = {"k": len(decided), "kinds": "all", "reviewed": True, "edits": True,
-                       **fix_precision(fixed.with_name(fixed.stem + ".changes.csv"), truth, clean)}
+                       **fix_precision(labels[name].with_name(name + ".changes.csv"), truth, clean)}
         print(name, fixes[name], flush=True)
     # the honest question: the top fixes on TrashNet's own labels
     k_own = round(args.own_top * n_bad)

@@ -52,25 +52,32 @@ def test_device_reaches_every_training_and_prediction(tmp_path, monkeypatch):
     assert all(c[c.index("--device") + 1] == "cpu" for c in cmds if "--device" in c)
 
 
-def test_a_simulated_reviewer_accepts_exactly_the_fixes_that_undo_a_corruption(tmp_path, capsys):
-    """``fix --review``: a reviewer who knows the truth, shown the top issues; its decisions go through review apply."""
-    import copy
+def _planted_issues(tmp_path, capsys):
+    """test_label_issues' planted dataset, the finder's issues on it and a copy of the labels to corrupt: the
+    dataset's path, the planted annotations' ids, the issues, the copy."""
     import json
 
-    import bench_label_issues as bench
-    from conftest import run_cli, write_json
+    from conftest import run_cli
     from test_label_issues import _planted
 
     from coco2yolo import label_issues as li
-    from coco2yolo.review import command as review
 
     gt, preds, ids = _planted(tmp_path)
     code, _, err = run_cli(li.main, li.get_args_parser(), ["--gt", gt, "--preds", preds, "--out",
                                                             tmp_path / "issues.json"], capsys)
     assert code == 0, err
-    issues = json.loads((tmp_path / "issues.json").read_text())
+    return gt, ids, json.loads((tmp_path / "issues.json").read_text()), json.loads(gt.read_text())
+
+
+def test_a_simulated_reviewer_accepts_exactly_the_fixes_that_undo_a_corruption(tmp_path, capsys):
+    """``fix --review``: a reviewer who knows the truth, shown the top issues; its decisions go through review apply."""
+    import bench_label_issues as bench
+    from conftest import run_cli, write_json
+
+    from coco2yolo.review import command as review
+
+    gt, ids, issues, clean = _planted_issues(tmp_path, capsys)
     top4 = {i["kind"]: i for i in issues[:4]}
-    clean = copy.deepcopy(json.loads(gt.read_text()))
     orig = {a["id"]: a for a in clean["annotations"]}
     orig[ids["wrong_class"]]["category_id"] = top4["wrong_class"]["suggested_category_id"]  # a swap it undoes
     orig[ids["bad_box"]]["bbox"] = [0.0, 0.0, 10.0, 10.0]  # shifted, but not from where the suggestion puts it
@@ -93,23 +100,15 @@ def test_a_simulated_reviewer_accepts_exactly_the_fixes_that_undo_a_corruption(t
 def test_an_editing_reviewer_puts_back_what_the_suggestions_miss(tmp_path, capsys):
     """``fix --edit-review``: the reviewer edits (class, box, a missing box's class and box) where the suggestion is
     wrong, on two pages (annotations' issues, missing boxes), the top k of each; review apply takes the edits."""
-    import copy
     import json
 
     import bench_label_issues as bench
     from conftest import run_cli, write_json
-    from test_label_issues import _planted
 
-    from coco2yolo import label_issues as li
     from coco2yolo.review import command as review
 
-    gt, preds, ids = _planted(tmp_path)
-    code, _, err = run_cli(li.main, li.get_args_parser(), ["--gt", gt, "--preds", preds, "--out",
-                                                            tmp_path / "issues.json"], capsys)
-    assert code == 0, err
-    issues = json.loads((tmp_path / "issues.json").read_text())
+    gt, ids, issues, clean = _planted_issues(tmp_path, capsys)
     top4 = {i["kind"]: i for i in issues[:4]}
-    clean = copy.deepcopy(json.loads(gt.read_text()))
     orig = {a["id"]: a for a in clean["annotations"]}
     wrong = top4["wrong_class"]
     right_class = next(c for c in range(3) if c not in (wrong["category_id"], wrong["suggested_category_id"]))
