@@ -34,7 +34,8 @@ whose suggestions most often undo a corruption); the precision of each kind's su
 corrupted boxes issues, accepting exactly the suggested fixes that undo a corruption (the ceiling of accept and
 reject); ``--edit-review K`` the labels the same reviewer leaves when it also edits, shown the top K issues about
 annotations and the top K missing boxes (two pages, ``coco2yolo review --kinds``): every corrupted annotation shown
-gets its class and box back, a missing box near a deleted one (IoU >= 0.3) brings it back.
+gets its class and box back, a missing box near a deleted one (IoU >= 0.3) brings it back; a K past both pages'
+length shows every issue (named by the longer page: ``edited_top3115x2`` on TrashNet is the whole list).
 ``--noise-seeds S...`` trains the corrupted labels' model again with each seed: how far a second training of the
 same labels moves held-out mAP50 (0.012 at 12 epochs on TrashNet, as large as the gains measured; intervals that
 resample only the held-out photos for fixed models leave it out). ``--seeds S...`` trains every label set once per
@@ -488,6 +489,24 @@ def seed_resampled(runs: dict[str, dict[int, np.ndarray]], seed: int = 0) -> dic
     return out
 
 
+def dose_response(undone: dict[str, float], samples: dict[str, np.ndarray], point: dict[str, float]) -> dict:
+    """Held-out mAP50 against the share of the corruptions undone, one straight line through every label set given.
+
+    ``undone[set]`` is the share of the corruptions that set's labels undo (0 for the corrupted labels, 1 for the
+    clean ones; only sets that made no wrong change belong here); ``samples[set]`` its mean mAP50 in each resample
+    (:func:`seed_resampled`), ``point[set]`` over its seeds. The slope is what undoing every corruption buys as the
+    sets together estimate it (the loss, from every training rather than the clean and corrupted ones alone), with
+    the interval of the slopes fitted to each resample; ``at`` the line's value at each set's share."""
+    names = list(undone)
+    x = np.array([undone[n] for n in names], dtype=float)
+    fit = np.polyfit(x, np.array([point[n] for n in names]), 1)
+    slopes = np.polyfit(x, np.stack([samples[n] for n in names]), 1)[0]  # one line per resample
+    from coco2yolo.evaluation.metrics import interval
+
+    return {"sets": {n: undone[n] for n in names}, "slope": float(fit[0]), "slope_ci95": list(interval(slopes)),
+            "intercept": float(fit[1]), "at": {n: float(np.polyval(fit, undone[n])) for n in names}}
+
+
 def fix_main(argv: list[str]) -> None:
     p = argparse.ArgumentParser(prog="bench_label_issues.py fix")
     p.add_argument("--epochs", type=int, default=15)
@@ -506,7 +525,8 @@ def fix_main(argv: list[str]) -> None:
                         "undo a corruption (review apply --decisions): the ceiling of a person's review")
     p.add_argument("--edit-review", type=int, nargs="*", default=[],
                    help="further fixed sets: the simulated reviewer, editing, shown the top K issues about annotations "
-                        "and the top K missing boxes (two review pages, 2K decisions) for each K given")
+                        "and the top K missing boxes (two review pages, 2K decisions) for each K given; a K past both "
+                        "pages: every issue")
     p.add_argument("--work", default=str(OUT / "label_fix"), help="where the runs go (each step is skipped when done)")
     p.add_argument("--final-epochs", type=int, default=None,
                    help="epochs of the models scored on the held-out photos (default: --epochs, as the folds)")
@@ -568,7 +588,9 @@ def fix_main(argv: list[str]) -> None:
         fixes[name] = {"k": k, "top_share": frac, "kinds": "all", "reviewed": True,
                        **fix_precision(labels[name].with_name(name + ".changes.csv"), truth, clean)}
         print(name, fixes[name], flush=True)
+    longest_page = max(sum(i["kind"] == "missing" for i in found), sum(i["kind"] != "missing" for i in found))
     for k in args.edit_review:
+        k = min(k, longest_page)  # a K past both pages shows every issue: one name for all of them
         name = f"edited_top{k}x2"
         decided = editing_reviewer_decisions(found, truth, clean, k)
         labels[name] = applied(name, decided)
@@ -626,6 +648,12 @@ def fix_main(argv: list[str]) -> None:
                for i, a in enumerate(names) for b in names[i + 1:]}
     for key, v in between.items():
         print(key, v, flush=True)
+    # every set that made no wrong change, on one line: mAP50 against the share of the corruptions undone
+    undone = {"corrupted": 0.0, **{n: sum(f["undid_a_corruption"].values()) / n_bad for n, f in fixes.items()
+                                   if f["precision"] == 1.0}, "clean": 1.0}
+    dose = dose_response(undone, samples, point) if len(undone) > 2 else None
+    if dose:
+        print("mAP50 against the share of the corruptions undone:", dose, flush=True)
     own_result = None if args.no_own else {
         "k": k_own, "actions": dict(own_actions), "mAP50": point[own_name], "ci95": list(interval(samples[own_name])),
         "mAP50_by_seed": by_seed[own_name], "minus_clean": point[own_name] - point["clean"],
@@ -653,6 +681,7 @@ def fix_main(argv: list[str]) -> None:
         "corrupted_model": {"mAP50": point["corrupted"], "ci95": list(interval(base)),
                             "mAP50_by_seed": by_seed["corrupted"]},
         "loss": loss, "loss_ci95": list(interval(ceiling - base)), "fixed": result, "between_fixed": between,
+        "dose_response": dose,
         "own_labels": own_result,
         "training_noise": {run_name("corrupted", seed): {
             "mAP50": scores[run_name("corrupted", seed)]["mAP50"],

@@ -7,7 +7,7 @@ import numpy as np
 from conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "bench"))
-from bench_label_issues import seed_resampled  # noqa: E402
+from bench_label_issues import dose_response, seed_resampled  # noqa: E402
 
 
 def test_one_seed_leaves_the_photo_resamples_as_they_are():
@@ -27,6 +27,23 @@ def test_seeds_widen_the_interval_and_stay_paired():
     assert out["corrupted"].std() > 1.2 * photos.std()  # seed to seed spread added to the photos'
     assert set(np.round(out["corrupted"] - photos, 6)) == {-0.01, 0.0, 0.01}  # means of two seeds drawn with replacement
     assert np.allclose(out["clean"], photos + 0.05)  # a set with its own seed list draws on its own
+
+
+def test_the_line_through_the_label_sets_finds_what_undoing_every_corruption_buys():
+    photos = np.random.default_rng(2).normal(0.0, 0.01, 1000)  # the same photo resamples for every set
+    undone = {"corrupted": 0.0, "reviewed": 0.4, "edited": 0.9, "clean": 1.0}
+    samples = {n: 0.45 + 0.04 * x + photos for n, x in undone.items()}  # 0.04 gained per share undone, exactly
+    point = {n: 0.45 + 0.04 * x for n, x in undone.items()}
+    out = dose_response(undone, samples, point)
+    assert abs(out["slope"] - 0.04) < 1e-9 and abs(out["intercept"] - 0.45) < 1e-9
+    assert np.allclose(out["slope_ci95"], 0.04)  # the photos move every set alike: the slope does not move
+    assert abs(out["at"]["edited"] - 0.486) < 1e-9
+    # training noise that moves one set alone widens the slope's interval; a set off the line moves the fit
+    samples["edited"] = samples["edited"] + np.random.default_rng(3).normal(0.0, 0.02, 1000)
+    point["reviewed"] -= 0.02
+    out = dose_response(undone, samples, point)
+    lo, hi = out["slope_ci95"]
+    assert lo < 0.04 < hi and hi - lo > 0.01 and out["slope"] > 0.04
 
 
 def test_device_reaches_every_training_and_prediction(tmp_path, monkeypatch):
