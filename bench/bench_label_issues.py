@@ -63,6 +63,7 @@ from common import OUT, ROOT, record
 from coco2yolo import label_issues
 from coco2yolo.boxes import iou_xyxy, xywh_to_xyxy
 from coco2yolo.cocodata import load_dataset
+from coco2yolo.evaluation.metrics import interval
 from coco2yolo.label_issues import FREE_IOU, HIGH, KINDS, LOW, find_issues
 from coco2yolo.results import load_results
 
@@ -453,8 +454,7 @@ def score_paired(test_gt: Path, preds: dict[str, Path], n_boot: int = 1000) -> d
     """mAP50 of each predictions file on the held-out photos, with the bootstrap samples (the same resamples for
     every file, so differences and ratios are paired)."""
     from coco2yolo.cocodata import CategoryMap
-    from coco2yolo.evaluation.metrics import (bootstrap_map50, bootstrap_weights, faster_gt, interval, prepare_gt,
-                                              score)
+    from coco2yolo.evaluation.metrics import bootstrap_map50, bootstrap_weights, faster_gt, prepare_gt, score
 
     data = load_dataset(test_gt)
     cmap = CategoryMap(data["categories"])
@@ -501,8 +501,6 @@ def dose_response(undone: dict[str, float], samples: dict[str, np.ndarray], poin
     x = np.array([undone[n] for n in names], dtype=float)
     fit = np.polyfit(x, np.array([point[n] for n in names]), 1)
     slopes = np.polyfit(x, np.stack([samples[n] for n in names]), 1)[0]  # one line per resample
-    from coco2yolo.evaluation.metrics import interval
-
     return {"sets": {n: undone[n] for n in names}, "slope": float(fit[0]), "slope_ci95": list(interval(slopes)),
             "intercept": float(fit[1]), "at": {n: float(np.polyval(fit, undone[n])) for n in names}}
 
@@ -545,7 +543,6 @@ def fix_main(argv: list[str]) -> None:
     p.add_argument("--device", default="cpu",
                    help="where every model trains and predicts: cpu (the figures so far) or a CUDA device such as 0")
     args = p.parse_args(argv)
-    from coco2yolo.evaluation.metrics import interval
 
     work = Path(args.work)
     train, test, test_gt = prepare(work, test_share=args.test_share, seed=0)
